@@ -1,0 +1,32 @@
+# One entry point for people and CI. `make install` builds .venv; every other target depends on it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Pinned: on our machines this version resolves to a local CPU wheel; an unpinned torch pulls GBs of CUDA.
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: install run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/agss-vos --help
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check service tests
+
+bench: install
+	$(VENV)/bin/agss-vos bench model --config resnet50 --long-side 864 --objects 1,2,4,8 --plot docs/bench_model_cpu.png
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

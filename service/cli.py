@@ -1,0 +1,182 @@
+"""The `agss-vos` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, classify
+
+
+class CLIError(Exception):
+    """A usage problem found by the CLI itself (exit code 2)."""
+
+
+def _positive_int_list(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError("expected positive numbers")
+    return vals
+
+
+def _device(name: str):
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError("--device cuda: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .media.inputs import inspect_inputs
+    from .media.masks import write_label_png
+    from .media.overlay import OverlayWriter
+    from .pipeline import track
+    from .progress import Progress
+    from .vos import Tracker, load_model
+    from .vos.checkpoint import DEFAULT_MODEL
+
+    inputs = inspect_inputs(args.video, args.masks)
+    device = _device(args.device)
+    model = load_model(args.model or DEFAULT_MODEL, device=device)
+    tracker = Tracker(model, flow=args.flow, long_side=args.long_side)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overlay = OverlayWriter(args.overlay, inputs.frames.fps, inputs.size, inputs.palette) if args.overlay else None
+    bar = Progress(inputs.frame_count, "segment", enabled=not args.quiet)
+    n = 0
+    try:
+        for frame, labels in track(inputs, tracker):
+            write_label_png(out / f"{frame.name}.png", labels, inputs.palette)
+            if overlay:
+                overlay.write(frame.rgb, labels)
+            n += 1
+            bar.update(postfix=f"objects={tracker.num_objects}")
+    finally:
+        bar.close()
+        if overlay:
+            overlay.close()
+    if not args.quiet:
+        print(f"wrote {n} masks ({len(inputs.object_ids)} objects, network {tracker.net_size[1]}x"
+              f"{tracker.net_size[0]}) to {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_folder, format_table
+    from .vos.metrics import summarize
+
+    scores = evaluate_folder(args.gt_dir, args.pred_dir)
+    print(format_table(scores))
+    if args.json:
+        summary = summarize(scores)
+        Path(args.json).write_text(json.dumps({
+            "mean": summary,
+            "objects": [{"sequence": s.sequence, "object": s.object_id, "J": s.j, "F": s.f, "J&F": s.jf}
+                        for s in scores]}, indent=2))
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .vos import convert_official
+
+    out = convert_official(args.checkpoint, args.out_dir)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    import torch
+
+    from .vos.bench import bench_model, format_rows, plot_rows
+
+    device = _device(args.device)
+    rows, (h, w) = bench_model(args.config, args.long_side, tuple(args.objects), args.repeats, str(device))
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    title = f"{args.config} at {w}x{h}, {where}, median of {args.repeats}"
+    print(title)
+    print(format_rows(rows))
+    if args.plot:
+        plot_rows(rows, args.plot, title)
+        print(f"plot: {args.plot}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .vos.flow import FLOW_NAMES
+    from .vos.network import PRESETS
+
+    p = argparse.ArgumentParser(prog="agss-vos", description="AGSS-VOS video object segmentation.")
+    p.add_argument("--version", action="version", version=f"agss-vos {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("segment", help="segment a video offline (no server)",
+                       description="Track the objects of the first-frame masks through a video and write one "
+                                   "indexed PNG per frame.")
+    s.add_argument("video", help="video file, folder of frames, or zip of frames")
+    s.add_argument("--masks", required=True, help="indexed PNG of the first frame, {0,255} PNG, or folder/zip "
+                                                  "of PNGs named after frames")
+    s.add_argument("--out", required=True, help="output folder for the PNG masks")
+    s.add_argument("--model", help="model folder, official .pth, or model name (default: agss-lite)")
+    s.add_argument("--flow", choices=FLOW_NAMES, default="dis", help="optical flow (default: dis)")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    s.add_argument("--long-side", type=int, help="network input long side, a multiple of 32 "
+                                                 "(default: the model's)")
+    s.add_argument("--overlay", help="also write an overlay video (mp4)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("eval", help="DAVIS J&F of predicted masks against ground truth")
+    e.add_argument("gt_dir", help="sequence folder, folder of sequences, or DAVIS root")
+    e.add_argument("pred_dir", help="predictions: PNGs (one sequence) or one folder per sequence")
+    e.add_argument("--json", help="also write the scores as JSON here")
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("convert", help="convert an official AGSS-VOS .pth into a model folder")
+    c.add_argument("checkpoint")
+    c.add_argument("out_dir")
+    c.set_defaults(func=cmd_convert)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    bm = bsub.add_parser("model", help="network frame step: single-shot vs one pass per object")
+    bm.add_argument("--config", choices=sorted(PRESETS), default="resnet50")
+    bm.add_argument("--long-side", type=int, help="network long side (default: the config's)")
+    bm.add_argument("--objects", type=_positive_int_list, default=[1, 2, 4, 8], help="e.g. 1,2,4,8")
+    bm.add_argument("--repeats", type=int, default=3)
+    bm.add_argument("--device", default="cpu")
+    bm.add_argument("--plot", help="write a PNG plot here")
+    bm.set_defaults(func=cmd_bench_model)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except CLIError as e:
+        print(f"agss-vos: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - expected errors become one line, bugs keep their traceback
+        spec = classify(e)
+        if spec is None:
+            raise
+        print(f"agss-vos: error: {e}", file=sys.stderr)
+        return spec.exit
+
+
+if __name__ == "__main__":
+    sys.exit(main())

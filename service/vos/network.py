@@ -1,0 +1,264 @@
+"""The AGSS-VOS network (Lin, Qi, Jia, ICCV 2019), as in DESIGN.md section 2.
+
+Module and parameter names match the official `networks/agssvos.py` (`Encoder.res2`, `Decoder.RF3`,
+...) so that the authors' checkpoints load with strict keys. One deliberate difference in how the work
+is arranged, not in the numbers: the image stem `conv1(image)` is computed once per frame and shared
+by the full pass and every object pass; only the mask branch `conv1_p` runs per object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import RESNETS, ResNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PROB_EPS = 1e-7
+OBJECT_CHUNK = 16  # objects per batch in the instance-specific branch
+
+
+@dataclass(frozen=True)
+class AGSSConfig:
+    """Architecture and inference size. `resnet50` / width 256 is the official network."""
+
+    backbone: str = "resnet50"
+    width: int = 256
+    long_side: int = 864  # default network input long side, a multiple of 32
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in RESNETS:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {sorted(RESNETS)}")
+        if self.width < 1 or self.long_side < 32 or self.long_side % 32:
+            raise ValueError("width must be positive and long_side a positive multiple of 32")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AGSSConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        d = dict(d)
+        for k in ("mean", "std"):
+            if k in d:
+                d[k] = tuple(float(v) for v in d[k])
+        return cls(**d)
+
+
+PRESETS: dict[str, AGSSConfig] = {
+    "resnet50": AGSSConfig("resnet50", 256, 864),
+    "resnet34": AGSSConfig("resnet34", 128, 640),
+    "resnet18": AGSSConfig("resnet18", 64, 512),
+}
+
+
+@dataclass
+class Reference:
+    """Encoding of a reference frame with its merged masks: the 1/32 feature `r5` (1,C5,H/32,W/32)."""
+
+    r5: torch.Tensor
+
+
+def _conv(cin: int, cout: int, k: int | tuple[int, int] = 3, stride: int = 1) -> nn.Conv2d:
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return nn.Conv2d(cin, cout, (kh, kw), stride, (kh // 2, kw // 2), bias=True)
+
+
+class Encoder(nn.Module):
+    """Siamese ResNet encoder with the mask branch `conv1_p` and the attention generator `atn`."""
+
+    def __init__(self, cfg: AGSSConfig):
+        super().__init__()
+        resnet = ResNet(cfg.backbone)
+        c2 = resnet.spec.channels[0]
+        self.conv1_p = nn.Conv2d(1, 64, 7, 2, 3, bias=True)
+        self.conv1, self.bn1 = resnet.conv1, resnet.bn1
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.res2, self.res3, self.res4, self.res5 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        self.atn = nn.Sequential(
+            _conv(c2 + 1, cfg.width, 1), nn.ReLU(),
+            _conv(cfg.width, cfg.width, 3), nn.ReLU(),
+            _conv(cfg.width, cfg.width, 3, stride=2),
+        )
+
+    def stem(self, image: torch.Tensor) -> torch.Tensor:
+        """image (N,3,H,W) -> conv1(image) (N,64,H/2,W/2), shared by the full and object passes."""
+        return self.conv1(image)
+
+    def _res2(self, stem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = stem + self.conv1_p(mask)
+        return self.res2(self.maxpool(self.relu(self.bn1(h))))
+
+    def full(self, stem: torch.Tensor, merged: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """stem (N,64,H/2,W/2), merged mask (N,1,H,W) -> r5, r4, r3, r2 (1/32, 1/16, 1/8, 1/4)."""
+        r2 = self._res2(stem, merged)
+        r3 = self.res3(r2)
+        r4 = self.res4(r3)
+        r5 = self.res5(r4)
+        return r5, r4, r3, r2
+
+    def objects(self, stem: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """stem (1,64,H/2,W/2), masks (K,1,H,W) -> r2 (K,C2,H/4,W/4), attention (K,width,H/8,W/8)."""
+        r2 = self._res2(stem, masks)  # stem broadcasts over the K objects
+        m = F.interpolate(masks, size=r2.shape[-2:], mode="bilinear", align_corners=True)
+        return r2, self.atn(torch.cat([r2, m], dim=1))
+
+
+class GlobalConv(nn.Module):
+    """GC block: (kx1 then 1xk) + (1xk then kx1)."""
+
+    def __init__(self, cin: int, cout: int, k: int = 7):
+        super().__init__()
+        self.conv_l1 = _conv(cin, cout, (k, 1))
+        self.conv_l2 = _conv(cout, cout, (1, k))
+        self.conv_r1 = _conv(cin, cout, (1, k))
+        self.conv_r2 = _conv(cout, cout, (k, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_l2(self.conv_l1(x)) + self.conv_r2(self.conv_r1(x))
+
+
+class Refine(nn.Module):
+    """Refinement block: fuse a skip feature `f` with the coarser map `pm` (upsampled x2)."""
+
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        self.convFS1 = _conv(cin, width)
+        self.convFS2 = _conv(width, width)
+        self.convFS3 = _conv(width, width)
+        self.convMM1 = _conv(width, width)
+        self.convMM2 = _conv(width, width)
+
+    def forward(self, f: torch.Tensor, pm: torch.Tensor) -> torch.Tensor:
+        s = self.convFS1(f)
+        s = s + self.convFS3(F.relu(self.convFS2(F.relu(s))))
+        if pm.shape[-2:] != s.shape[-2:]:
+            pm = F.interpolate(pm, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        m = s + pm
+        return m + self.convMM2(F.relu(self.convMM1(F.relu(m))))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: AGSSConfig):
+        super().__init__()
+        c2, c3, c4, c5 = RESNETS[cfg.backbone].channels
+        w = cfg.width
+        self.GC = GlobalConv(2 * c5, w)
+        self.convG1 = _conv(w, w)
+        self.convG2 = _conv(w, w)
+        self.RF4 = Refine(c4, w)
+        self.RF3 = Refine(c3, w)
+        self.RF2 = Refine(c2, w)
+        self.pred2 = _conv(w, 2)
+
+    def agnostic(self, r5: torch.Tensor, ref_r5: torch.Tensor, r4: torch.Tensor, r3: torch.Tensor) -> torch.Tensor:
+        """Instance-agnostic map m3 (N,width,H/8,W/8), computed once per frame."""
+        x = self.GC(torch.cat([r5, ref_r5.expand(r5.shape[0], -1, -1, -1)], dim=1))
+        m5 = x + self.convG2(F.relu(self.convG1(F.relu(x))))
+        return self.RF3(r3, self.RF4(r4, m5))
+
+    def specific(self, m3: torch.Tensor, atn: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
+        """m3 (1,w,H/8,W/8), atn (K,w,H/8,W/8), r2 (K,C2,H/4,W/4) -> foreground probability (K,H,W)."""
+        m2 = self.RF2(r2, m3 * atn)
+        logits = self.pred2(F.relu(m2))
+        logits = F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
+        return F.softmax(logits, dim=1)[:, 1]
+
+
+def normalize_objects(probs: torch.Tensor) -> torch.Tensor:
+    """Soft aggregation across objects: probs (K,H,W) -> (K,H,W), each pixel summing to at most 1.
+
+    Background is 1 - max_k p_k; every map is turned into odds and divided by the sum of odds.
+    """
+    if probs.shape[0] == 0:
+        return probs
+    bg = 1 - probs.max(dim=0, keepdim=True).values
+    allp = torch.cat([bg, probs], dim=0).clamp(PROB_EPS, 1 - PROB_EPS)
+    odds = allp / (1 - allp)
+    return (odds / odds.sum(dim=0, keepdim=True))[1:]
+
+
+class AGSSVOS(nn.Module):
+    """The whole network. Public API (DESIGN.md section 3):
+
+        ref = model.encode_reference(image0 (1,3,H,W), masks0 (K,H,W))
+        probs = model(image_t (1,3,H,W), warped_prev (K,H,W), ref)   # (K,H,W), normalised
+    """
+
+    def __init__(self, cfg: AGSSConfig | None = None):
+        super().__init__()
+        self.config = cfg or AGSSConfig()
+        self.Encoder = Encoder(self.config)
+        self.Decoder = Decoder(self.config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.Encoder.conv1.weight.device
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """rgb uint8 (H,W,3) -> normalised float tensor (1,3,H,W) on the model's device."""
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device)
+        x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        mean = torch.tensor(self.config.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.std, device=self.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def encode_reference(self, image0: torch.Tensor, masks0: torch.Tensor) -> Reference:
+        """image0 (1,3,H,W) normalised, masks0 (K,H,W) in [0,1] -> Reference (r5 of the merged masks)."""
+        _check_sizes(image0, masks0)
+        merged = masks0.max(dim=0).values[None, None] if masks0.shape[0] else image0.new_zeros(
+            1, 1, *image0.shape[-2:])
+        r5 = self.Encoder.full(self.Encoder.stem(image0), merged)[0]
+        return Reference(r5)
+
+    def object_probs(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
+        """Per-object foreground probabilities before the normalisation across objects: (K,H,W)."""
+        _check_sizes(image, warped_prev)
+        k = warped_prev.shape[0]
+        if k == 0:
+            return warped_prev
+        stem = self.Encoder.stem(image)
+        masks = warped_prev.unsqueeze(1)  # (K,1,H,W)
+        r5, r4, r3, _ = self.Encoder.full(stem, masks.max(dim=0, keepdim=True).values)
+        m3 = self.Decoder.agnostic(r5, ref.r5, r4, r3)
+        # The per-object branch runs in chunks so that memory stays bounded with hundreds of objects.
+        out = []
+        for s in range(0, k, OBJECT_CHUNK):
+            r2_obj, atn = self.Encoder.objects(stem, masks[s:s + OBJECT_CHUNK])
+            out.append(self.Decoder.specific(m3, atn, r2_obj))
+        return torch.cat(out)
+
+    def forward(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
+        return normalize_objects(self.object_probs(image, warped_prev, ref))
+
+
+def _check_sizes(image: torch.Tensor, masks: torch.Tensor) -> None:
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"image must be (1,3,H,W), got {tuple(image.shape)}")
+    if masks.dim() != 3 or masks.shape[-2:] != image.shape[-2:]:
+        raise ValueError(f"masks must be (K,H,W) with H,W of the image, got {tuple(masks.shape)}")
+    h, w = image.shape[-2:]
+    if h % 32 or w % 32:
+        raise ValueError(f"image height and width must be multiples of 32, got {h}x{w}")
+
+
+def build_model(cfg: AGSSConfig | str | None = None) -> AGSSVOS:
+    """A randomly initialised network; `cfg` may be a preset name (resnet50, resnet34, resnet18)."""
+    if isinstance(cfg, str):
+        if cfg not in PRESETS:
+            raise ValueError(f"unknown config {cfg!r}; choose one of {sorted(PRESETS)}")
+        cfg = PRESETS[cfg]
+    return AGSSVOS(cfg).eval()
