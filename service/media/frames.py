@@ -70,8 +70,10 @@ class FrameSource:
             self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0) if ok else 0.0
             cap.release()
             if not ok:
-                kind = "video" if self.path.suffix.lower() in VIDEO_EXTS else "video or archive"
-                raise UnsupportedFormatError(f"{self.path.name}: not a {kind} that can be decoded")
+                if self.path.suffix.lower() in VIDEO_EXTS:
+                    raise MediaError(f"{self.path.name}: video cannot be decoded (truncated or corrupt?)")
+                raise UnsupportedFormatError(f"{self.path.name}: not a video, zip of frames or folder that can be "
+                                             "decoded")
         if self.names is not None and not self.names:
             raise MediaError(f"{self.path.name}: contains no image frames ({', '.join(sorted(IMAGE_EXTS))})")
         if self.names is not None and len(set(self.names)) != len(self.names):

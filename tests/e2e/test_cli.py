@@ -1,0 +1,142 @@
+"""The `agss-vos` command as a user runs it: real processes, real DAVIS frames, real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from ..conftest import REAL, copy_frames, require
+
+N = 5
+
+
+def agss(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "service.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def seq(tmp_path_factory) -> Path:
+    return copy_frames(require(REAL / "bmx-trees"), tmp_path_factory.mktemp("seq") / "frames", N)
+
+
+FIRST_MASK = REAL / "bmx-trees" / "Annotations" / "00000.png"
+
+
+def _check_outputs(out: Path, names: list[str]) -> list[np.ndarray]:
+    files = sorted(out.glob("*.png"))
+    assert [f.stem for f in files] == names
+    labels = []
+    for f in files:
+        img = Image.open(f)
+        assert img.mode == "P" and img.size == (854, 480)
+        assert bytes(img.getpalette()[:6]) == bytes((0, 0, 0, 128, 0, 0))
+        labels.append(np.array(img))
+    assert set(np.unique(labels[0])) == {0, 1}  # first frame is the given mask, id 1
+    return labels
+
+
+def test_segment_folder_with_official_checkpoint_and_eval(seq, official_ckpt, tmp_path):
+    out = tmp_path / "out"
+    p = agss("segment", seq, "--masks", FIRST_MASK, "--out", out, "--model", official_ckpt, "--long-side", "256",
+             "--overlay", tmp_path / "ov.mp4")
+    assert "wrote 5 masks" in p.stderr and "frames/s" in p.stderr
+    labels = _check_outputs(out, [f"{i:05d}" for i in range(N)])
+    gt0 = np.array(Image.open(FIRST_MASK)) > 0
+    assert np.array_equal(labels[0] > 0, gt0)
+    cap = cv2.VideoCapture(str(tmp_path / "ov.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == N
+    # eval against the real ground truth: frame 0 equals GT, the scored frames are 1..N-2
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for f in sorted((REAL / "bmx-trees" / "Annotations").iterdir())[:N]:
+        (gt / f.name).write_bytes(f.read_bytes())
+    e = agss("eval", gt, out, "--json", tmp_path / "s.json")
+    assert "mean (1 objects)" in e.stdout
+    same = agss("eval", gt, gt)
+    assert same.stdout.strip().splitlines()[-1].split()[-1] == "1.0000"
+
+
+def test_segment_mp4_and_zip_inputs(seq, small_model_dir, tmp_path):
+    mp4 = tmp_path / "v.mp4"
+    w = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 24, (854, 480))
+    for f in sorted(seq.iterdir()):
+        w.write(cv2.imread(str(f)))
+    w.release()
+    agss("segment", mp4, "--masks", FIRST_MASK, "--out", tmp_path / "a", "--model", small_model_dir, "--quiet")
+    _check_outputs(tmp_path / "a", [f"{i:05d}" for i in range(N)])
+    z = tmp_path / "frames.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(seq.iterdir()):
+            zf.write(f, f"bmx/{f.name}")
+    agss("segment", z, "--masks", FIRST_MASK, "--out", tmp_path / "b", "--model", small_model_dir,
+         "--flow", "farneback", "--quiet")
+    _check_outputs(tmp_path / "b", [f"{i:05d}" for i in range(N)])
+
+
+def test_same_result_from_folder_and_zip(seq, small_model_dir, tmp_path):
+    z = tmp_path / "frames.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(seq.iterdir()):
+            zf.write(f, f.name)
+    agss("segment", seq, "--masks", FIRST_MASK, "--out", tmp_path / "a", "--model", small_model_dir, "--quiet")
+    agss("segment", z, "--masks", FIRST_MASK, "--out", tmp_path / "b", "--model", small_model_dir, "--quiet")
+    for a in sorted((tmp_path / "a").iterdir()):
+        assert np.array_equal(np.array(Image.open(a)), np.array(Image.open(tmp_path / "b" / a.name)))
+
+
+def _one_line_error(p: subprocess.CompletedProcess, text: str) -> None:
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("agss-vos")]
+    assert len(lines) == 1 and text in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_input_is_one_line_and_exit_2(seq, small_model_dir, tmp_path):
+    m = ["--model", small_model_dir]
+    _one_line_error(agss("segment", tmp_path / "nope", "--masks", FIRST_MASK, "--out", tmp_path / "o", *m,
+                         check=False), "no such file")
+    (tmp_path / "rand.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    _one_line_error(agss("segment", tmp_path / "rand.mp4", "--masks", FIRST_MASK, "--out", tmp_path / "o", *m,
+                         check=False), "cannot be decoded")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(agss("segment", tmp_path / "empty", "--masks", FIRST_MASK, "--out", tmp_path / "o", *m,
+                         check=False), "no image frames")
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((10, 10), 255, np.uint8)).save(small)
+    _one_line_error(agss("segment", seq, "--masks", small, "--out", tmp_path / "o", *m, check=False), "10x10")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((480, 854), np.uint8)).save(blank)
+    _one_line_error(agss("segment", seq, "--masks", blank, "--out", tmp_path / "o", *m, check=False), "no object")
+    many = tmp_path / "many.png"
+    Image.fromarray(np.arange(480 * 854, dtype=np.uint16).reshape(480, 854) % 300).save(many)
+    _one_line_error(agss("segment", seq, "--masks", many, "--out", tmp_path / "o", *m, check=False), "at most 255")
+    _one_line_error(agss("segment", seq, "--masks", tmp_path / "missing.png", "--out", tmp_path / "o", *m,
+                         check=False), "no such file")
+    _one_line_error(agss("segment", seq, "--masks", FIRST_MASK, "--out", tmp_path / "o", "--model",
+                         tmp_path / "rand.mp4", check=False), "weights-only")
+
+
+def test_bench_model_writes_table_and_plot(tmp_path):
+    p = agss("bench", "model", "--config", "resnet18", "--long-side", "64", "--objects", "1,3", "--repeats", "1",
+             "--plot", tmp_path / "b.png")
+    rows = [ln for ln in p.stdout.splitlines() if ln.startswith("| 1 ") or ln.startswith("| 3 ")]
+    assert len(rows) == 2
+    assert cv2.imread(str(tmp_path / "b.png")) is not None
+
+
+def test_help_lists_commands():
+    p = agss("--help")
+    for c in ("segment", "eval", "convert", "bench"):
+        assert c in p.stdout
+    assert "--long-side" in agss("segment", "--help").stdout
