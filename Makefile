@@ -5,7 +5,11 @@ PY := $(VENV)/bin/python
 # Pinned: on our machines this version resolves to a local CPU wheel; an unpinned torch pulls GBs of CUDA.
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install run test lint bench clean
+# Until a trained default model ships in models/agss-lite, `make run` serves the flow-only baseline.
+RUN_MODEL ?= $(if $(wildcard models/agss-lite/model.json),agss-lite,flow-only)
+BENCH_SEQ ?= ../shared/data/real/blackswan
+
+.PHONY: install run test lint bench bench-service clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(VENV)/bin/agss-vos --help
+	AGSS_MODEL=$${AGSS_MODEL:-$(RUN_MODEL)} $(VENV)/bin/agss-vos serve
 
 test: install
 	$(PY) -m pytest -q
@@ -27,6 +31,10 @@ lint: install
 
 bench: install
 	$(VENV)/bin/agss-vos bench model --config resnet50 --long-side 864 --objects 1,2,4,8 --plot docs/bench_model_cpu.png
+
+bench-service: install
+	$(VENV)/bin/agss-vos bench service $(BENCH_SEQ)/JPEGImages --masks $(BENCH_SEQ)/Annotations/00000.png \
+		--model $${AGSS_MODEL:-$(RUN_MODEL)}
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

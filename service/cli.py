@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, classify
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, classify
 
 
 class CLIError(Exception):
@@ -108,6 +108,93 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings(args: argparse.Namespace, **mapping):
+    """Settings from the environment, overridden by the flags given on the command line."""
+    from .config import Settings
+
+    over = {k: getattr(args, a) for k, a in mapping.items() if getattr(args, a, None) is not None}
+    return Settings(**over)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from . import logs
+    from .worker.runner import Worker
+
+    settings = _settings(args, model="model", device="device", flow="flow")
+    logs.setup(settings.log_level)
+    if not settings.redis_url:
+        raise CLIError("AGSS_REDIS_URL is not set (a worker needs the Redis that the API uses)")
+    worker = Worker(settings)
+    worker.install_signals()
+    worker.run()
+    return EXIT_OK
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from . import logs
+    from .api.app import create_app
+
+    settings = _settings(args, http_host="host", http_port="port")
+    logs.setup(settings.log_level)
+    if not settings.redis_url:
+        raise CLIError("AGSS_REDIS_URL is not set (use `agss-vos serve` for an embedded Redis)")
+    uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
+                access_log=False)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import logs
+    from .serve import serve
+
+    settings = _settings(args, http_host="host", http_port="port", workers="workers", model="model",
+                         device="device")
+    logs.setup(settings.log_level)
+    return serve(settings)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .client import Client, ClientError
+    from .media.masks import read_masks, write_label_png
+    from .media.rle import objects_to_labels
+    from .progress import Progress
+
+    palette = read_masks(args.masks).palette()
+    options = json.loads(args.options) if args.options else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Client(args.server) as client:
+        try:
+            job = client.submit(args.video, args.masks, options, args.idempotency_key)
+            print(f"job {job['id']}: {job['frames_total']} frames, objects {job['objects']}", file=sys.stderr)
+            size = (job["height"], job["width"])
+            bar = Progress(job["frames_total"], "frames", enabled=not args.quiet)
+            try:
+                for f in client.frames(job["id"]):
+                    write_label_png(out / f"{f['index']:05d}.png", objects_to_labels(f["objects"], size), palette)
+                    bar.update()
+            finally:
+                bar.close()
+        except ClientError as e:
+            print(f"agss-vos: error: {e}", file=sys.stderr)
+            return EXIT_USAGE if 400 <= e.status < 500 else EXIT_FAILURE
+        except OSError as e:
+            print(f"agss-vos: error: cannot reach {args.server}: {e}", file=sys.stderr)
+            return EXIT_FAILURE
+    print(f"job {job['id']} succeeded; {bar.n} masks in {out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_bench_service(args: argparse.Namespace) -> int:
+    from .bench_service import bench_service
+
+    res = bench_service(args.video, args.masks, args.model, args.long_side, args.flow)
+    print(res.table())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .vos.flow import FLOW_NAMES
     from .vos.network import PRESETS
@@ -153,6 +240,45 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--device", default="cpu")
     bm.add_argument("--plot", help="write a PNG plot here")
     bm.set_defaults(func=cmd_bench_model)
+    bs = bsub.add_parser("service", help="frames per second through the whole service vs the tracker alone")
+    bs.add_argument("video")
+    bs.add_argument("--masks", required=True)
+    bs.add_argument("--model", default=None, help="model (default: agss-lite)")
+    bs.add_argument("--long-side", type=int)
+    bs.add_argument("--flow", choices=FLOW_NAMES, default="dis")
+    bs.set_defaults(func=cmd_bench_service)
+
+    from .config import describe
+
+    env_help = "settings (environment variables):\n" + describe()
+    fmt = argparse.RawDescriptionHelpFormatter
+    sv = sub.add_parser("serve", help="run everything: Redis (embedded if AGSS_REDIS_URL is unset), API, workers",
+                        epilog=env_help, formatter_class=fmt)
+    sv.add_argument("--host", help="HTTP bind address (AGSS_HTTP_HOST)")
+    sv.add_argument("--port", type=int, help="HTTP port (AGSS_HTTP_PORT)")
+    sv.add_argument("--workers", type=int, help="worker processes (AGSS_WORKERS)")
+    sv.add_argument("--model", help="model name, folder or checkpoint (AGSS_MODEL)")
+    sv.add_argument("--device", help="cpu or cuda (AGSS_DEVICE)")
+    sv.set_defaults(func=cmd_serve)
+    ap = sub.add_parser("api", help="the HTTP API alone (needs AGSS_REDIS_URL)", epilog=env_help, formatter_class=fmt)
+    ap.add_argument("--host")
+    ap.add_argument("--port", type=int)
+    ap.set_defaults(func=cmd_api)
+    wk = sub.add_parser("worker", help="one worker process (needs AGSS_REDIS_URL)", epilog=env_help,
+                        formatter_class=fmt)
+    wk.add_argument("--model")
+    wk.add_argument("--device")
+    wk.add_argument("--flow", choices=FLOW_NAMES)
+    wk.set_defaults(func=cmd_worker)
+    sb = sub.add_parser("submit", help="submit a job to a server and write its masks as they arrive")
+    sb.add_argument("video")
+    sb.add_argument("--masks", required=True)
+    sb.add_argument("--server", default="http://127.0.0.1:8000")
+    sb.add_argument("--out", required=True)
+    sb.add_argument("--options", help='JSON, e.g. {"flow": "dis", "long_side": 480}')
+    sb.add_argument("--idempotency-key")
+    sb.add_argument("--quiet", action="store_true")
+    sb.set_defaults(func=cmd_submit)
     return p
 
 

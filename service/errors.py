@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .jobs.errors import (
+    BadOptionsError,
+    BrokerUnavailableError,
+    JobConflictError,
+    JobNotFoundError,
+    QueueFullError,
+    UploadTooLargeError,
+)
 from .media.errors import MediaError, UnsafeArchiveError, UnsupportedFormatError
 from .vos.errors import CheckpointError, ModelNotFoundError, TrackerInputError
 
@@ -23,6 +34,14 @@ class ErrorSpec:
 
 # Most specific first: the first isinstance match wins.
 _TABLE: list[tuple[type[BaseException], ErrorSpec]] = [
+    (JobNotFoundError, ErrorSpec("not_found", 404, "NOT_FOUND", EXIT_USAGE)),
+    (JobConflictError, ErrorSpec("conflict", 409, "FAILED_PRECONDITION", EXIT_USAGE)),
+    (QueueFullError, ErrorSpec("queue_full", 429, "RESOURCE_EXHAUSTED", EXIT_FAILURE)),
+    (UploadTooLargeError, ErrorSpec("too_large", 413, "RESOURCE_EXHAUSTED", EXIT_USAGE)),
+    (BadOptionsError, ErrorSpec("bad_options", 422, "INVALID_ARGUMENT", EXIT_USAGE)),
+    (BrokerUnavailableError, ErrorSpec("unavailable", 503, "UNAVAILABLE", EXIT_FAILURE)),
+    (RedisConnectionError, ErrorSpec("unavailable", 503, "UNAVAILABLE", EXIT_FAILURE)),
+    (RedisTimeoutError, ErrorSpec("unavailable", 503, "UNAVAILABLE", EXIT_FAILURE)),
     (UnsupportedFormatError, ErrorSpec("unsupported_format", 415, "INVALID_ARGUMENT", EXIT_USAGE)),
     (UnsafeArchiveError, ErrorSpec("unsafe_archive", 400, "INVALID_ARGUMENT", EXIT_USAGE)),
     (MediaError, ErrorSpec("bad_input", 400, "INVALID_ARGUMENT", EXIT_USAGE)),
@@ -38,3 +57,8 @@ def classify(exc: BaseException) -> ErrorSpec | None:
         if isinstance(exc, cls):
             return spec
     return None
+
+
+def expected_types() -> tuple[type[BaseException], ...]:
+    """Every error type with a mapping (servers register a handler for each)."""
+    return tuple(cls for cls, _ in _TABLE)

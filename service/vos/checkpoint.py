@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .baseline import FLOW_ONLY, FlowOnlyModel
 from .errors import CheckpointError, ModelNotFoundError
 from .network import AGSSVOS, PRESETS, AGSSConfig
 
@@ -49,7 +50,12 @@ def resolve_model(path_or_name: str | os.PathLike) -> Path:
 
 
 def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> AGSSVOS:
-    """Load an official `.pth` checkpoint or one of our model folders, in eval mode on `device`."""
+    """Load an official `.pth` checkpoint or one of our model folders, in eval mode on `device`.
+
+    The name `flow-only` gives the no-network baseline (masks propagated by optical flow alone).
+    """
+    if str(path_or_name) == FLOW_ONLY and not Path(FLOW_ONLY).exists():
+        return FlowOnlyModel().to(device).eval()
     path = resolve_model(path_or_name)
     if path.is_dir():
         cfg, state = _read_folder(path)

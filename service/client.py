@@ -1,0 +1,80 @@
+"""Python client of the HTTP API: submit, status, iterate frames (long-polling), download results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class Client:
+    def __init__(self, base_url: str, timeout: float = 120.0):
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check(self, r: httpx.Response) -> httpx.Response:
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+                raise ClientError(r.status_code, err["code"], err["message"])
+            except (ValueError, KeyError, TypeError):
+                raise ClientError(r.status_code, "http_error", r.text[:200]) from None
+        return r
+
+    def submit(self, video: str | Path, masks: str | Path, options: dict | None = None,
+               idempotency_key: str | None = None) -> dict:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        data = {"options": json.dumps(options)} if options else {}
+        with open(video, "rb") as v, open(masks, "rb") as m:
+            files = {"video": (Path(video).name, v), "masks": (Path(masks).name, m)}
+            return self._check(self.http.post("/v1/jobs", files=files, data=data, headers=headers)).json()
+
+    def status(self, job_id: str) -> dict:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}")).json()
+
+    def cancel(self, job_id: str) -> dict:
+        return self._check(self.http.delete(f"/v1/jobs/{job_id}")).json()
+
+    def frames(self, job_id: str, start: int = 0, wait: float = 10.0, limit: int = 100) -> Iterator[dict]:
+        """Every frame from `start` until the job ends (long-polls; raises ClientError if it fails)."""
+        while True:
+            page = self._check(self.http.get(f"/v1/jobs/{job_id}/frames",
+                                             params={"start": start, "limit": limit, "wait": wait})).json()
+            yield from page["frames"]
+            start = page["next"]
+            if not page["frames"] and page["status"] in ("succeeded", "failed", "cancelled"):
+                if page["status"] != "succeeded":
+                    job = self.status(job_id)
+                    err = job.get("error") or {}
+                    raise ClientError(200, err.get("code", page["status"]),
+                                      err.get("message", f"job {page['status']}"))
+                return
+
+    def frame_png(self, job_id: str, index: int) -> bytes:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}/frames/{index}.png")).content
+
+    def download_result(self, job_id: str, path: str | Path) -> Path:
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/result.zip") as r:
+            if r.status_code >= 400:
+                r.read()
+                self._check(r)
+            with open(path, "wb") as f:
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+        return Path(path)

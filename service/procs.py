@@ -1,0 +1,85 @@
+"""Start the API and worker processes on loopback against a given Redis (benchmarks and tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import redis
+
+from .embedded_redis import free_port
+from .jobs.keys import Keys
+
+
+class Stack:
+    """`agss-vos api` + N `agss-vos worker` processes, with their own key prefix."""
+
+    def __init__(self, redis_url: str, prefix: str, workers: int = 1, env: dict | None = None, log_dir=None):
+        self.redis_url, self.prefix = redis_url, prefix
+        self.port = free_port()
+        self.env = {**os.environ, "AGSS_REDIS_URL": redis_url, "AGSS_KEY_PREFIX": prefix,
+                    "AGSS_HTTP_PORT": str(self.port), **(env or {})}
+        self.n_workers = workers
+        self.log_dir = log_dir
+        self.api: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _popen(self, *args: str, name: str) -> subprocess.Popen:
+        out = open(os.path.join(self.log_dir, f"{name}.log"), "ab") if self.log_dir else subprocess.DEVNULL
+        return subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=self.env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+    def start_worker(self) -> subprocess.Popen:
+        p = self._popen("worker", name=f"worker{len(self.workers)}")
+        self.workers.append(p)
+        return p
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        self.api = self._popen("api", name="api")
+        for _ in range(self.n_workers):
+            self.start_worker()
+        self.wait_ready(self.n_workers, timeout)
+        return self
+
+    def wait_ready(self, workers: int, timeout: float = 60.0) -> None:
+        """Until the API answers and `workers` workers have sent a heartbeat (model loaded)."""
+        r = redis.from_url(self.redis_url)
+        pattern = Keys(self.prefix).worker_pattern()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in [self.api, *self.workers]:
+                if p is not None and p.poll() is not None and p in (self.api,):
+                    raise RuntimeError(f"api exited with {p.returncode}")
+            try:
+                ok = httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok and sum(1 for _ in r.scan_iter(match=pattern)) >= workers:
+                return
+            time.sleep(0.2)
+        raise TimeoutError("service did not become ready")
+
+    def stop(self) -> None:
+        for p in [*self.workers, self.api]:
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for p in [*self.workers, self.api]:
+            if p is not None:
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,245 @@
+"""The service over HTTP, with real Redis, uvicorn and worker processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from service.client import Client, ClientError
+from service.jobs.keys import Keys, frame_index
+from service.media.rle import decode, objects_to_labels
+
+from .conftest import FIRST_MASK, frames_zip
+
+
+def offline(video, model, long_side: int, out) -> list[np.ndarray]:
+    """`agss-vos segment` on the same input: the reference every served result must equal."""
+    subprocess.run([sys.executable, "-m", "service.cli", "segment", str(video), "--masks", str(FIRST_MASK),
+                    "--out", str(out), "--model", str(model), "--long-side", str(long_side), "--quiet"],
+                   check=True, timeout=300)
+    return [np.array(Image.open(p)) for p in sorted(out.glob("*.png"))]
+
+
+def wait_status(c: Client, job_id: str, statuses: tuple[str, ...], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = c.status(job_id)
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} stayed {job['status']}")
+
+
+def test_http_result_equals_offline_segment(make_stack, small_model_dir, tmp_path):
+    video = frames_zip(tmp_path / "v.zip", 6)
+    ref = offline(video, small_model_dir, 256, tmp_path / "offline")
+    stack = make_stack(workers=1)
+    with Client(stack.url) as c:
+        job = c.submit(video, FIRST_MASK)
+        assert job["status"] == "queued" and job["frames_total"] == 6 and job["objects"] == [1]
+        frames = list(c.frames(job["id"]))
+        assert [f["index"] for f in frames] == list(range(6))
+        for f, expected in zip(frames, ref, strict=True):
+            assert np.array_equal(objects_to_labels(f["objects"], (480, 854)), expected)
+            o = f["objects"][0]
+            m = decode(o["rle"])
+            assert o["area"] == int(m.sum())
+            if o["area"]:
+                ys, xs = np.nonzero(m)
+                assert o["bbox"] == [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                     int(ys.max() - ys.min() + 1)]
+        done = c.status(job["id"])
+        assert done["status"] == "succeeded" and done["frames_done"] == 6
+        assert done["started_at"] and done["finished_at"] and done["created_at"].endswith("Z")
+        png = Image.open(io.BytesIO(c.frame_png(job["id"], 3)))
+        assert png.mode == "P" and np.array_equal(np.array(png), ref[3])
+        c.download_result(job["id"], tmp_path / "r.zip")
+        with zipfile.ZipFile(tmp_path / "r.zip") as zf:
+            assert zf.namelist() == [f"{i:05d}.png" for i in range(6)]
+            assert np.array_equal(np.array(Image.open(io.BytesIO(zf.read("00005.png")))), ref[5])
+    # the offline client command writes the same masks
+    out = tmp_path / "submitted"
+    subprocess.run([sys.executable, "-m", "service.cli", "submit", str(video), "--masks", str(FIRST_MASK),
+                    "--server", stack.url, "--out", str(out), "--quiet"], check=True, timeout=300)
+    got = [np.array(Image.open(p)) for p in sorted(out.glob("*.png"))]
+    assert len(got) == 6 and all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else np.logical_and(a, b).sum() / u
+
+
+def test_sigkill_of_the_running_worker(make_stack, small_model_dir, redis_url, prefix, tmp_path):
+    n = 24
+    video = frames_zip(tmp_path / "v.zip", n)
+    ref = offline(video, small_model_dir, 256, tmp_path / "offline")
+    stack = make_stack(workers=2, agss_lease_seconds=3)
+    with Client(stack.url) as c:
+        job = c.submit(video, FIRST_MASK)
+        deadline = time.monotonic() + 120
+        while c.status(job["id"])["frames_done"] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        r = redis.from_url(redis_url)
+        holder = r.hget(Keys(prefix).job(job["id"]), "worker").decode()
+        pid = int(holder.rsplit("-", 2)[1])
+        victim = next(p for p in stack.workers if p.pid == pid)
+        os.kill(pid, signal.SIGKILL)
+        victim.wait(10)
+        killed_at = c.status(job["id"])["frames_done"]
+        assert killed_at < n, "the job finished before the kill: make it longer"
+        done = wait_status(c, job["id"], ("succeeded", "failed"), timeout=180)
+        assert done["status"] == "succeeded", done
+        frames = list(c.frames(job["id"]))
+    # every index exactly once, in order, in the API and in the stream itself
+    assert [f["index"] for f in frames] == list(range(n))
+    ids = [frame_index(e[0]) for e in r.xrange(Keys(prefix).frames(job["id"]))]
+    assert ids == list(range(n)) + [-1]  # the frames, then the end marker
+    for f, expected in zip(frames, ref, strict=True):
+        got = objects_to_labels(f["objects"], (480, 854))
+        assert _iou(got == 1, expected == 1) >= 0.99
+    assert r.hget(Keys(prefix).job(job["id"]), "worker").decode() != holder
+
+
+def _post(url: str, video: bytes | None, masks: bytes | None, vname="v.zip", mname="m.png", **kw):
+    files = {}
+    if video is not None:
+        files["video"] = (vname, video)
+    if masks is not None:
+        files["masks"] = (mname, masks)
+    return httpx.post(url + "/v1/jobs", files=files, timeout=60, **kw)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_bad_uploads_get_clear_4xx_and_service_keeps_serving(make_stack, tmp_path):
+    stack = make_stack(workers=1, agss_max_upload_bytes=3 << 20)
+    good_video = frames_zip(tmp_path / "v.zip", 4).read_bytes()
+    good_mask = FIRST_MASK.read_bytes()
+    url = stack.url
+
+    def expect(resp: httpx.Response, status: int, code: str | None = None):
+        assert resp.status_code == status, resp.text
+        body = resp.json()
+        assert set(body) == {"error"} and body["error"]["message"]
+        if code:
+            assert body["error"]["code"] == code
+
+    mp4 = tmp_path / "v.mp4"
+    import cv2
+
+    w = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), 10, (854, 480))
+    for i in range(5):
+        w.write(np.full((480, 854, 3), i * 40, np.uint8))
+    w.release()
+    expect(_post(url, mp4.read_bytes()[:2000], good_mask, vname="v.mp4"), 400, "bad_input")  # truncated
+    expect(_post(url, os.urandom(5000), good_mask, vname="v.bin"), 415, "unsupported_format")
+    expect(_post(url, good_video, _png(np.full((240, 427), 255, np.uint8))), 400, "bad_input")  # other size
+    expect(_post(url, good_video, _png(np.zeros((480, 854), np.uint8))), 400, "bad_input")  # empty mask
+    many = (np.arange(480 * 854).reshape(480, 854) % 257).astype(np.uint16)
+    expect(_post(url, good_video, _png(many)), 400, "bad_input")  # 256 objects
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("00000.jpg", (tmp_path / "v.zip").read_bytes()[:10])
+        zf.writestr("../../etc/evil.jpg", b"x")
+    expect(_post(url, evil.getvalue(), good_mask), 400, "unsafe_archive")
+    expect(_post(url, good_video, None), 422, "malformed_request")
+    expect(_post(url, good_video, good_mask, data={"options": "{not json"}), 422, "bad_options")
+    expect(_post(url, good_video, good_mask, data={"options": '{"flow": "magic"}'}), 422, "bad_options")
+    expect(_post(url, good_video, good_mask, data={"options": '{"model": "../../etc"}'}), 422, "bad_options")
+    expect(_post(url, os.urandom(4 << 20), good_mask), 413, "too_large")
+    expect(httpx.get(url + "/v1/jobs/nope"), 404, "not_found")
+    # the server and the worker still work
+    with Client(url) as c:
+        job = c.submit(tmp_path / "v.zip", FIRST_MASK)
+        assert len(list(c.frames(job["id"]))) == 4
+        with pytest.raises(ClientError) as e:
+            c.cancel(job["id"])
+        assert e.value.status == 409
+
+
+def test_queue_bound_idempotency_cancel_and_readiness(make_stack, redis_url, tmp_path):
+    stack = make_stack(workers=0, agss_max_queued_jobs=1)
+    video = frames_zip(tmp_path / "v.zip", 3)
+    r = httpx.get(stack.url + "/readyz")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_workers"
+    with Client(stack.url) as c:
+        a = c.submit(video, FIRST_MASK, idempotency_key="k1")
+        again = c.submit(video, FIRST_MASK, idempotency_key="k1")
+        assert again["id"] == a["id"]
+        with pytest.raises(ClientError) as e:
+            c.submit(video, FIRST_MASK)
+        assert e.value.status == 429
+        # long-poll on a queued job returns after `wait` with no frames
+        t0 = time.monotonic()
+        page = httpx.get(f"{stack.url}/v1/jobs/{a['id']}/frames", params={"wait": 1}).json()
+        assert page == {"frames": [], "next": 0, "status": "queued"} and time.monotonic() - t0 >= 0.9
+        assert c.cancel(a["id"])["status"] == "cancelled"
+        with pytest.raises(ClientError) as e:
+            c.cancel(a["id"])
+        assert e.value.status == 409
+        with pytest.raises(ClientError) as e:
+            c.download_result(a["id"], tmp_path / "x.zip")
+        assert e.value.status == 409
+        metrics = httpx.get(stack.url + "/metrics").text
+        assert 'agss_jobs{status="cancelled"} 1' in metrics and "agss_queue_length 0" in metrics
+        # a worker that starts now skips the cancelled job and serves the next one
+        b = c.submit(video, FIRST_MASK)
+        stack.start_worker()
+        assert len(list(c.frames(b["id"], wait=5))) == 3
+        assert httpx.get(stack.url + "/readyz").status_code == 200
+
+
+def test_sigterm_hands_the_job_back(make_stack, tmp_path):
+    stack = make_stack(workers=1)
+    video = frames_zip(tmp_path / "v.zip", 30)
+    with Client(stack.url) as c:
+        job = c.submit(video, FIRST_MASK)
+        while c.status(job["id"])["frames_done"] < 2:
+            time.sleep(0.02)
+        w = stack.workers[0]
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(30) == 0
+        after = c.status(job["id"])
+        if after["status"] != "succeeded":
+            assert after["status"] == "queued"
+            stack.start_worker()
+        assert [f["index"] for f in c.frames(job["id"], wait=5)] == list(range(30))
+
+
+def test_redis_unreachable_is_503(small_model_dir, tmp_path):
+    from service.embedded_redis import free_port
+    from service.procs import Stack
+
+    s = Stack(f"redis://127.0.0.1:{free_port()}/0", "x:", workers=0, log_dir=str(tmp_path))
+    s.api = s._popen("api", name="api")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(s.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        r = httpx.get(s.url + "/v1/jobs/abc")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        assert httpx.get(s.url + "/readyz").status_code == 503
+    finally:
+        s.stop()
