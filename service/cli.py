@@ -190,7 +190,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_bench_service(args: argparse.Namespace) -> int:
     from .bench_service import bench_service
 
-    res = bench_service(args.video, args.masks, args.model, args.long_side, args.flow)
+    res = bench_service(args.video, args.masks, args.model, args.long_side, args.flow, args.rounds)
     print(res.table())
     return EXIT_OK
 
@@ -246,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--model", default=None, help="model (default: agss-lite)")
     bs.add_argument("--long-side", type=int)
     bs.add_argument("--flow", choices=FLOW_NAMES, default="dis")
+    bs.add_argument("--rounds", type=int, default=3, help="alternating rounds of each path (best of each)")
     bs.set_defaults(func=cmd_bench_service)
 
     from .config import describe

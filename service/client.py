@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import tempfile
+import zipfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -39,10 +42,14 @@ class Client:
 
     def submit(self, video: str | Path, masks: str | Path, options: dict | None = None,
                idempotency_key: str | None = None) -> dict:
+        """Upload a video file, zip or folder of frames, and masks (PNG, zip or folder of PNGs)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         data = {"options": json.dumps(options)} if options else {}
-        with open(video, "rb") as v, open(masks, "rb") as m:
-            files = {"video": (Path(video).name, v), "masks": (Path(masks).name, m)}
+        with ExitStack() as stack:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agss-submit-")))
+            v = stack.enter_context(open(_as_file(Path(video), tmp), "rb"))
+            m = stack.enter_context(open(_as_file(Path(masks), tmp), "rb"))
+            files = {"video": (Path(v.name).name, v), "masks": (Path(m.name).name, m)}
             return self._check(self.http.post("/v1/jobs", files=files, data=data, headers=headers)).json()
 
     def status(self, job_id: str) -> dict:
@@ -78,3 +85,14 @@ class Client:
                 for chunk in r.iter_bytes():
                     f.write(chunk)
         return Path(path)
+
+
+def _as_file(path: Path, tmp: Path) -> Path:
+    """A folder becomes a zip of its files (stored, not compressed: frames are compressed already)."""
+    if not path.is_dir():
+        return path
+    out = tmp / f"{path.name or 'frames'}.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            zf.write(f, f.name)
+    return out

@@ -140,3 +140,10 @@ def test_help_lists_commands():
     for c in ("segment", "eval", "convert", "bench"):
         assert c in p.stdout
     assert "--long-side" in agss("segment", "--help").stdout
+
+
+def test_bench_service_runs_both_paths(seq, small_model_dir):
+    p = agss("bench", "service", seq, "--masks", FIRST_MASK, "--model", small_model_dir, "--long-side", "128",
+             "--rounds", "1")
+    assert "throughput ratio service / tracker" in p.stdout
+    assert f"| {N} |" in p.stdout
