@@ -4,11 +4,14 @@ alone, on the same video, in one run."""
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .client import Client
+import numpy as np
+
+from .client import Client, GrpcClient
 from .embedded_redis import EmbeddedRedis
 from .media.inputs import inspect_inputs
 from .pipeline import track
@@ -18,11 +21,33 @@ from .vos.checkpoint import DEFAULT_MODEL
 
 
 @dataclass
+class GrpcBench:
+    clients: int
+    wall_s: float  # submit to last frame received by the slowest client
+    job_s: float  # the job's own run time (started_at to finished_at)
+    delays_s: list[float]  # publish -> arrival, every frame at every client
+
+
+@dataclass
 class ServiceBench:
     frames: int
     tracker_s: list[float]  # one per round
     service_s: list[float]
     first_frame_s: list[float]
+    grpc: list[GrpcBench] = field(default_factory=list)
+
+    def grpc_table(self) -> str:
+        if not self.grpc:
+            return ""
+        rows = ["| gRPC streaming clients | frames/s (submit to last frame) | job run time s | delay median ms "
+                "| delay p99 ms |", "|---:|---:|---:|---:|---:|"]
+        for g in self.grpc:
+            d = np.array(g.delays_s) * 1000
+            rows.append(f"| {g.clients} | {self.frames / g.wall_s:.2f} | {g.job_s:.2f} | {np.median(d):.1f} "
+                        f"| {np.percentile(d, 99):.1f} |")
+        one, many = self.grpc[0], self.grpc[-1]
+        rows.append(f"\njob run time with {many.clients} clients / with {one.clients}: {many.job_s / one.job_s:.3f}")
+        return "\n".join(rows)
 
     def table(self) -> str:
         ta, ts = min(self.tracker_s), min(self.service_s)
@@ -35,11 +60,43 @@ class ServiceBench:
             f"| service: submit to last frame received | {self.frames} | {ts:.2f} | {fs:.2f} |",
             f"\nthroughput ratio service / tracker: {fs / fa:.3f}",
             f"submit to first frame received: median {sorted(self.first_frame_s)[len(self.first_frame_s) // 2]:.2f} s",
+            "", self.grpc_table(),
         ])
 
 
+def _grpc_run(stack: Stack, video: str, masks: str, clients: int) -> GrpcBench:
+    """One job, `clients` concurrent StreamFrames readers from the moment it is created."""
+    from datetime import datetime
+
+    delays: list[float] = []
+    done_at: list[float] = []
+    lock = threading.Lock()
+    with GrpcClient(stack.grpc_target) as c:
+        t0 = time.perf_counter()
+        job = c.create_job(video, masks)
+
+        def read() -> None:
+            with GrpcClient(stack.grpc_target) as own:
+                mine = [time.time() - f.published_at for f in own.stream_frames(job.id, 0, timeout=600)]
+            with lock:
+                delays.extend(mine)
+                done_at.append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=read) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        j = c.get_job(job.id)
+
+    def ts(s: str) -> float:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+    return GrpcBench(clients, max(done_at), ts(j.finished_at) - ts(j.started_at), delays)
+
+
 def bench_service(video: str, masks: str, model: str | None = None, long_side: int | None = None,
-                  flow: str = "dis", rounds: int = 3) -> ServiceBench:
+                  flow: str = "dis", rounds: int = 3, grpc_clients: int = 50) -> ServiceBench:
     """Alternates the two paths `rounds` times on one machine; the service keeps its worker warm
     between rounds, and the tracker keeps its model, so both measure steady-state throughput."""
     model = model or DEFAULT_MODEL
@@ -50,7 +107,8 @@ def bench_service(video: str, masks: str, model: str | None = None, long_side: i
         env["AGSS_LONG_SIDE"] = str(long_side)
     res = ServiceBench(0, [], [], [])
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, persist=False) as r:
-        with Stack(r.url, f"bench-{uuid.uuid4().hex[:8]}:", workers=1, env=env) as stack, Client(stack.url) as c:
+        with Stack(r.url, f"bench-{uuid.uuid4().hex[:8]}:", workers=1, env=env, grpc=grpc_clients > 0) as stack, \
+                Client(stack.url) as c:
             for _ in range(rounds):
                 tracker = Tracker(net, flow=flow, long_side=long_side)
                 t0 = time.perf_counter()
@@ -69,4 +127,6 @@ def bench_service(video: str, masks: str, model: str | None = None, long_side: i
                 if got != n:
                     raise RuntimeError(f"service returned {got} frames, the tracker {n}")
                 res.frames = n
+            if grpc_clients > 0:
+                res.grpc = [_grpc_run(stack, video, masks, 1), _grpc_run(stack, video, masks, grpc_clients)]
     return res

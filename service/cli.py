@@ -155,6 +155,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def cmd_grpc(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import logs
+    from .grpc.server import serve_grpc
+
+    settings = _settings(args, http_host="host", grpc_port="port")
+    logs.setup(settings.log_level)
+    if not settings.redis_url:
+        raise CLIError("AGSS_REDIS_URL is not set (use `agss-vos serve` for an embedded Redis)")
+    asyncio.run(serve_grpc(settings))
+    return EXIT_OK
+
+
+def _submit_grpc(args: argparse.Namespace, palette, out: Path) -> int:
+    import grpc
+
+    from .client import GrpcClient
+    from .media.masks import write_label_png
+    from .media.rle import objects_to_labels
+    from .progress import Progress
+
+    options = json.loads(args.options) if args.options else None
+    with GrpcClient(args.grpc) as client:
+        try:
+            job = client.create_job(args.video, args.masks, options, args.idempotency_key)
+            print(f"job {job.id}: {job.frames_total} frames, objects {list(job.objects)}", file=sys.stderr)
+            bar = Progress(job.frames_total, "frames", enabled=not args.quiet)
+            try:
+                for f in client.frames(job.id):
+                    labels = objects_to_labels(f["objects"], (job.height, job.width))
+                    write_label_png(out / f"{f['index']:05d}.png", labels, palette)
+                    bar.update()
+            finally:
+                bar.close()
+        except grpc.RpcError as e:
+            print(f"agss-vos: error: {e.code().name}: {e.details()}", file=sys.stderr)
+            return EXIT_USAGE if e.code() == grpc.StatusCode.INVALID_ARGUMENT else EXIT_FAILURE
+    print(f"job {job.id} succeeded; {bar.n} masks in {out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from .client import Client, ClientError
     from .media.masks import read_masks, write_label_png
@@ -162,9 +204,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .progress import Progress
 
     palette = read_masks(args.masks).palette()
-    options = json.loads(args.options) if args.options else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.grpc:
+        return _submit_grpc(args, palette, out)
+    options = json.loads(args.options) if args.options else None
     with Client(args.server) as client:
         try:
             job = client.submit(args.video, args.masks, options, args.idempotency_key)
@@ -190,7 +234,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_bench_service(args: argparse.Namespace) -> int:
     from .bench_service import bench_service
 
-    res = bench_service(args.video, args.masks, args.model, args.long_side, args.flow, args.rounds)
+    res = bench_service(args.video, args.masks, args.model, args.long_side, args.flow, args.rounds,
+                        args.grpc_clients)
     print(res.table())
     return EXIT_OK
 
@@ -247,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--long-side", type=int)
     bs.add_argument("--flow", choices=FLOW_NAMES, default="dis")
     bs.add_argument("--rounds", type=int, default=3, help="alternating rounds of each path (best of each)")
+    bs.add_argument("--grpc-clients", type=int, default=50,
+                    help="also time the gRPC path with 1 and with this many streaming clients (0: skip)")
     bs.set_defaults(func=cmd_bench_service)
 
     from .config import describe
@@ -265,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--host")
     ap.add_argument("--port", type=int)
     ap.set_defaults(func=cmd_api)
+    gr = sub.add_parser("grpc", help="the gRPC API alone (needs AGSS_REDIS_URL)", epilog=env_help,
+                        formatter_class=fmt)
+    gr.add_argument("--host")
+    gr.add_argument("--port", type=int)
+    gr.set_defaults(func=cmd_grpc)
     wk = sub.add_parser("worker", help="one worker process (needs AGSS_REDIS_URL)", epilog=env_help,
                         formatter_class=fmt)
     wk.add_argument("--model")
@@ -274,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     sb = sub.add_parser("submit", help="submit a job to a server and write its masks as they arrive")
     sb.add_argument("video")
     sb.add_argument("--masks", required=True)
-    sb.add_argument("--server", default="http://127.0.0.1:8000")
+    sb.add_argument("--server", default="http://127.0.0.1:8000", help="HTTP API base URL")
+    sb.add_argument("--grpc", metavar="HOST:PORT", help="use the gRPC API at HOST:PORT instead of HTTP")
     sb.add_argument("--out", required=True)
     sb.add_argument("--options", help='JSON, e.g. {"flow": "dis", "long_side": 480}')
     sb.add_argument("--idempotency-key")

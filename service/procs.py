@@ -17,11 +17,14 @@ from .jobs.keys import Keys
 class Stack:
     """`agss-vos api` + N `agss-vos worker` processes, with their own key prefix."""
 
-    def __init__(self, redis_url: str, prefix: str, workers: int = 1, env: dict | None = None, log_dir=None):
+    def __init__(self, redis_url: str, prefix: str, workers: int = 1, env: dict | None = None, log_dir=None,
+                 grpc: bool = False):
         self.redis_url, self.prefix = redis_url, prefix
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.env = {**os.environ, "AGSS_REDIS_URL": redis_url, "AGSS_KEY_PREFIX": prefix,
-                    "AGSS_HTTP_PORT": str(self.port), **(env or {})}
+                    "AGSS_HTTP_PORT": str(self.port), "AGSS_GRPC_PORT": str(self.grpc_port), **(env or {})}
+        self.with_grpc = grpc
+        self.grpc_proc: subprocess.Popen | None = None
         self.n_workers = workers
         self.log_dir = log_dir
         self.api: subprocess.Popen | None = None
@@ -41,8 +44,14 @@ class Stack:
         self.workers.append(p)
         return p
 
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
     def start(self, timeout: float = 60.0) -> Stack:
         self.api = self._popen("api", name="api")
+        if self.with_grpc:
+            self.grpc_proc = self._popen("grpc", name="grpc")
         for _ in range(self.n_workers):
             self.start_worker()
         self.wait_ready(self.n_workers, timeout)
@@ -61,16 +70,30 @@ class Stack:
                 ok = httpx.get(self.url + "/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 ok = False
+            if ok and self.grpc_proc is not None:
+                ok = self._grpc_serving()
             if ok and sum(1 for _ in r.scan_iter(match=pattern)) >= workers:
                 return
             time.sleep(0.2)
         raise TimeoutError("service did not become ready")
 
+    def _grpc_serving(self) -> bool:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.grpc_target) as ch:
+            try:
+                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
+
     def stop(self) -> None:
-        for p in [*self.workers, self.api]:
+        procs = [*self.workers, self.api, self.grpc_proc]
+        for p in procs:
             if p is not None and p.poll() is None:
                 p.terminate()
-        for p in [*self.workers, self.api]:
+        for p in procs:
             if p is not None:
                 try:
                     p.wait(30)

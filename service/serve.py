@@ -1,9 +1,10 @@
-"""`agss-vos serve`: Redis (embedded unless AGSS_REDIS_URL is set), the HTTP API and N worker
+"""`agss-vos serve`: Redis (embedded unless AGSS_REDIS_URL is set), the HTTP and gRPC APIs and N worker
 processes, in one process tree. Ctrl-C stops everything in order: API, workers (SIGTERM: each hands
 back or finishes its job), then the embedded Redis (which saves its data)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -56,6 +57,25 @@ class WorkerPool:
                 p.wait()
 
 
+async def _apis(settings: Settings) -> None:
+    """HTTP and gRPC in one event loop; uvicorn owns the signals, gRPC stops when it returns."""
+    from .grpc.server import start_server
+    from .jobs.broker import JobStore
+
+    store = JobStore(settings)
+    grpc_server, health = await start_server(settings, store)
+    config = uvicorn.Config(create_app(settings), host=settings.http_host, port=settings.http_port,
+                            log_config=None, access_log=False)
+    log.info("http api on http://%s:%s, grpc on port %s, %d workers", settings.http_host, settings.http_port,
+             settings.grpc_port, settings.workers)
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        await health.enter_graceful_shutdown()
+        await grpc_server.stop(5)
+        await store.close()
+
+
 def serve(settings: Settings) -> int:
     embedded = None
     if not settings.redis_url:
@@ -66,11 +86,7 @@ def serve(settings: Settings) -> int:
     pool = WorkerPool(settings.workers, env)
     try:
         pool.start()
-        config = uvicorn.Config(create_app(settings), host=settings.http_host, port=settings.http_port,
-                                log_config=None, access_log=False)
-        log.info("http api on http://%s:%s with %d workers", settings.http_host, settings.http_port,
-                 settings.workers)
-        uvicorn.Server(config).run()
+        asyncio.run(_apis(settings))
     finally:
         pool.stop()
         if embedded:

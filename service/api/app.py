@@ -133,12 +133,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             mpath = folder / f"masks{intake.safe_suffix(masks.filename, '.png')}"
             await run_in_threadpool(intake.copy_limited, video.file, vpath, settings.max_upload_bytes, "video")
             await run_in_threadpool(intake.copy_limited, masks.file, mpath, settings.max_mask_bytes, "masks")
-            job = await run_in_threadpool(intake.build_job, settings, folder, vpath, video.filename or "", mpath,
-                                          masks.filename or "", opts)
-            job = await s.submit(job, vpath, mpath.read_bytes(), idempotency_key)
+            job = await intake.accept(s, settings, folder, vpath, video.filename or "", mpath, masks.filename or "",
+                                      opts, idempotency_key)
         finally:
             intake.cleanup(folder)
-        log.info("job queued", extra={"job_id": job.id})
         return JSONResponse(job.public(), 202, headers={"Location": f"/v1/jobs/{job.id}"})
 
     @app.get("/v1/jobs/{job_id}")
@@ -149,7 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def get_frames(request: Request, job_id: str, start: int = Query(0, ge=0),
                          limit: int = Query(100, ge=1, le=1000), wait: float = Query(0, ge=0)):
         page = await store(request).frames(job_id, start, limit, min(wait, settings.max_wait_seconds))
-        return {"frames": page.frames, "next": page.next, "status": page.status}
+        frames = [{"index": f["index"], "objects": f["objects"]} for f in page.frames]
+        return {"frames": frames, "next": page.next, "status": page.status}
 
     @app.get("/v1/jobs/{job_id}/frames/{index}.png")
     async def get_frame_png(request: Request, job_id: str, index: int):

@@ -7,18 +7,22 @@ holds a whole video in memory.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path, PurePath
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
+from ..jobs.broker import JobStore
 from ..jobs.errors import BadOptionsError, UploadTooLargeError
 from ..jobs.model import Job, now
 from ..media.inputs import inspect_inputs
 
 FLOWS = ("dis", "farneback", "none")
+log = logging.getLogger("agss.api")
 
 
 class JobOptions(BaseModel):
@@ -100,3 +104,12 @@ def build_job(settings: Settings, folder: Path, video: Path, video_name: str, ma
 
 def cleanup(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+async def accept(store: JobStore, settings: Settings, folder: Path, video: Path, video_name: str, masks: Path,
+                 masks_name: str, options: dict, idempotency_key: str | None) -> Job:
+    """Check uploaded files and queue the job (HTTP and gRPC alike). The caller removes `folder`."""
+    job = await run_in_threadpool(build_job, settings, folder, video, video_name, masks, masks_name, options)
+    job = await store.submit(job, video, masks.read_bytes(), idempotency_key)
+    log.info("job queued", extra={"job_id": job.id})
+    return job

@@ -35,6 +35,7 @@ class FramePage:
 
 
 def _parse_entries(entries, limit: int) -> tuple[list[dict], bool]:
+    """Stream entries -> frames {"index", "objects", "published_at"}, and whether the end marker came."""
     frames, ended = [], False
     for eid, fields in entries:
         i = frame_index(eid)
@@ -42,8 +43,8 @@ def _parse_entries(entries, limit: int) -> tuple[list[dict], bool]:
             ended = True
             break
         if len(frames) < limit:
-            frames.append({"index": i, "objects": json.loads(_s(fields[b"objects"] if b"objects" in fields
-                                                                 else fields["objects"]))})
+            frames.append({"index": i, "objects": json.loads(_s(fields[b"objects"])),
+                           "published_at": float(_s(fields.get(b"t", b"0")))})
     return frames, ended
 
 
@@ -261,7 +262,7 @@ class WorkerQueue:
         k = self.keys
         return _s(self._publish(keys=[k.queue, k.job(claim.job_id), k.frames(claim.job_id), k.stats],
                                 args=[GROUP, claim.msg_id, self.worker_id, index,
-                                      json.dumps(objects, separators=(",", ":"))]))
+                                      json.dumps(objects, separators=(",", ":")), now()]))
 
     def renew(self, claim: Claim) -> str:
         return _s(self._renew(keys=[self.keys.queue, self.keys.job(claim.job_id)],

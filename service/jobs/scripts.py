@@ -46,14 +46,14 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1])
 return 'ok'
 """
 
-# KEYS: queue, job, frames, stats   ARGV: group, msg id, worker, index, payload
+# KEYS: queue, job, frames, stats   ARGV: group, msg id, worker, index, payload, publish time
 PUBLISH = _OWNER + """
 if not owner_ok(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 'lost' end
 local st = redis.call('HGET', KEYS[2], 'status')
 if st ~= 'running' then return 'state:' .. (st or 'missing') end
 local done = tonumber(redis.call('HGET', KEYS[2], 'frames_done') or '0')
 if tonumber(ARGV[4]) ~= done then return 'order:' .. done end
-redis.call('XADD', KEYS[3], '0-' .. (done + 1), 'objects', ARGV[5])
+redis.call('XADD', KEYS[3], '0-' .. (done + 1), 'objects', ARGV[5], 't', ARGV[6])
 redis.call('HSET', KEYS[2], 'frames_done', done + 1)
 redis.call('HINCRBY', KEYS[4], 'frames', 1)
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')

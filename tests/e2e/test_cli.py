@@ -144,6 +144,7 @@ def test_help_lists_commands():
 
 def test_bench_service_runs_both_paths(seq, small_model_dir):
     p = agss("bench", "service", seq, "--masks", FIRST_MASK, "--model", small_model_dir, "--long-side", "128",
-             "--rounds", "1")
+             "--rounds", "1", "--grpc-clients", "3")
     assert "throughput ratio service / tracker" in p.stdout
     assert f"| {N} |" in p.stdout
+    assert "delay p99 ms" in p.stdout and "job run time with 3 clients" in p.stdout

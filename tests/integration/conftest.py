@@ -45,12 +45,12 @@ def prefix(redis_url):
 def make_stack(redis_url, prefix, tmp_path, small_model_dir):
     stacks = []
 
-    def make(workers: int = 1, **env) -> Stack:
+    def make(workers: int = 1, grpc: bool = False, **env) -> Stack:
         base = {"AGSS_MODEL": str(small_model_dir), "AGSS_LONG_SIDE": "256", "AGSS_HEARTBEAT_SECONDS": "0.5"}
         base.update({k.upper(): str(v) for k, v in env.items()})
         logs = tmp_path / f"logs{len(stacks)}"
         logs.mkdir()
-        s = Stack(redis_url, prefix, workers=workers, env=base, log_dir=str(logs))
+        s = Stack(redis_url, prefix, workers=workers, env=base, log_dir=str(logs), grpc=grpc)
         stacks.append(s)
         return s.start()
 
