@@ -37,4 +37,23 @@ def render_metrics(snapshot: dict) -> str:
         f"agss_job_duration_seconds_sum {num('job_seconds_sum'):g}",
         f"agss_job_duration_seconds_count {num('job_seconds_count'):g}",
     ]
+    lines += [
+        "# HELP agss_stage_seconds_total Worker time per stage, summed over published frames.",
+        "# TYPE agss_stage_seconds_total counter",
+    ]
+    lines += [f'agss_stage_seconds_total{{stage="{s}"}} {num("stage:" + s):g}'
+              for s in ("decode", "flow", "network", "publish")]
+    lines += [
+        "# HELP agss_stage_frames_total Frames counted in agss_stage_seconds_total.",
+        "# TYPE agss_stage_frames_total counter",
+        f"agss_stage_frames_total {num('stage_frames'):g}",
+        "# HELP agss_worker_gpu_memory_bytes GPU memory allocated by each worker (0 on CPU).",
+        "# TYPE agss_worker_gpu_memory_bytes gauge",
+    ]
+    for w in snapshot.get("worker_info", []):
+        labels = f'worker="{w.get("worker", "")}",device="{w.get("device", "")}"'
+        lines.append(f"agss_worker_gpu_memory_bytes{{{labels}}} {w.get('gpu_memory_bytes', 0)}")
+    lines += ["# HELP agss_worker_busy 1 while the worker runs a job.", "# TYPE agss_worker_busy gauge"]
+    for w in snapshot.get("worker_info", []):
+        lines.append(f'agss_worker_busy{{worker="{w.get("worker", "")}"}} {1 if w.get("job") else 0}')
     return "\n".join(lines) + "\n"

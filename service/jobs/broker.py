@@ -171,7 +171,12 @@ class JobStore:
             pending = (await self.r.xpending(self.keys.queue, GROUP))["pending"]
         except redis.ResponseError:
             pending = 0
-        return {"stats": h, "pending": pending, "workers": await self.workers_alive()}
+        workers = []
+        async for key in self.r.scan_iter(match=self.keys.worker_pattern(), count=100):
+            raw = await self.r.get(key)
+            if raw:
+                workers.append(json.loads(raw))
+        return {"stats": h, "pending": pending, "workers": len(workers), "worker_info": workers}
 
 
 @dataclass
@@ -205,6 +210,14 @@ class WorkerQueue:
     def heartbeat(self, info: dict) -> None:
         ttl = max(int(self.settings.heartbeat_seconds * 3), 2)
         self.r.set(self.keys.worker(self.worker_id), json.dumps(info), ex=ttl)
+
+    def record_stages(self, seconds: dict[str, float]) -> None:
+        """Add one frame's per-stage seconds (decode, flow, network, publish) to the shared counters."""
+        pipe = self.r.pipeline(transaction=False)
+        for stage, s in seconds.items():
+            pipe.hincrbyfloat(self.keys.stats, f"stage:{stage}", s)
+        pipe.hincrby(self.keys.stats, "stage_frames", 1)
+        pipe.execute()
 
     def leave(self) -> None:
         self.r.delete(self.keys.worker(self.worker_id))

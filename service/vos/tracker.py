@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import cv2
@@ -66,6 +67,7 @@ class Tracker:
         self.input_size: tuple[int, int] | None = None
         self.net_size: tuple[int, int] | None = None
         self.frames_seen = 0
+        self.timings: dict[str, float] = {"flow": 0.0, "network": 0.0}  # seconds, last step
 
     @property
     def num_objects(self) -> int:
@@ -105,9 +107,12 @@ class Tracker:
         image = None
 
         probs = self._prev_probs
+        t_flow = t0 = time.perf_counter()
         if probs is not None and probs.shape[0]:
             image = self.model.preprocess(small)
-            warped = warp_masks(probs, self.flow(gray, self._prev_gray))
+            flow = self.flow(gray, self._prev_gray)
+            t_flow = time.perf_counter()
+            warped = warp_masks(probs, flow)
             raw = torch.cat([self.model.object_probs(image, warped[g.start:g.stop], g.ref) for g in self._groups])
             probs = normalize_objects(raw)
 
@@ -128,6 +133,7 @@ class Tracker:
 
         self._prev_probs, self._prev_gray = probs, gray
         self.frames_seen += 1
+        self.timings = {"flow": t_flow - t0, "network": time.perf_counter() - t_flow}
         return labels
 
     def _labels(self, probs: torch.Tensor | None) -> np.ndarray:

@@ -82,8 +82,11 @@ class Worker:
             log.info("stopped", extra={"worker_id": self.id})
 
     def _beat(self) -> None:
+        gpu = torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
+        gpu_peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
         self.queue.heartbeat({"worker": self.id, "device": str(self.device), "jobs_done": self._jobs_done,
-                              "job": self._current.job_id if self._current else None})
+                              "job": self._current.job_id if self._current else None,
+                              "gpu_memory_bytes": gpu, "gpu_memory_peak_bytes": gpu_peak})
 
     def _heartbeat_loop(self) -> None:
         while not self.stop.wait(self.settings.heartbeat_seconds):
@@ -151,7 +154,8 @@ class Worker:
             inputs = inspect_inputs(video, masks)
             resume_from = job.frames_done  # frames before this were published by an earlier owner
             n = 0
-            for frame, labels in track(inputs, tracker):
+            timings: dict[str, float] = {}
+            for frame, labels in track(inputs, tracker, timings):
                 if self.stop.is_set():
                     raise _Abort("shutdown")
                 if self._abort_reason:
@@ -159,7 +163,10 @@ class Worker:
                 n += 1
                 if frame.index < resume_from:
                     continue
+                t0 = time.perf_counter()
                 res = self.queue.publish(claim, frame.index, frame_objects(labels, inputs.object_ids))
                 if res != "ok":
                     raise _Abort(res)
+                timings["publish"] = time.perf_counter() - t0
+                self.queue.record_stages(timings)
         return n

@@ -68,6 +68,12 @@ def test_http_result_equals_offline_segment(make_stack, small_model_dir, tmp_pat
         with zipfile.ZipFile(tmp_path / "r.zip") as zf:
             assert zf.namelist() == [f"{i:05d}.png" for i in range(6)]
             assert np.array_equal(np.array(Image.open(io.BytesIO(zf.read("00005.png")))), ref[5])
+    metrics = httpx.get(stack.url + "/metrics").text
+    values = {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in metrics.splitlines() if ln and ln[0] != "#"}
+    assert values["agss_frames_total"] == 6 and values["agss_stage_frames_total"] == 6
+    assert values['agss_stage_seconds_total{stage="network"}'] > 0
+    assert values['agss_jobs{status="succeeded"}'] == 1 and values["agss_job_duration_seconds_count"] == 1
+    assert any(k.startswith("agss_worker_gpu_memory_bytes{") for k in values)
     # the offline client command writes the same masks
     out = tmp_path / "submitted"
     subprocess.run([sys.executable, "-m", "service.cli", "submit", str(video), "--masks", str(FIRST_MASK),
