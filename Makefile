@@ -9,7 +9,10 @@ TORCH_VERSION ?= 2.13.0
 RUN_MODEL ?= $(if $(wildcard models/agss-lite/model.json),agss-lite,flow-only)
 BENCH_SEQ ?= ../shared/data/real/blackswan
 
-.PHONY: install run test lint bench bench-service clean
+TRAIN_DATA ?= ../shared/data/davis2016-train-240p
+VAL_DATA ?= ../shared/data/real
+
+.PHONY: install run test lint bench bench-service train-default eval clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +39,14 @@ bench: install
 bench-service: install
 	$(VENV)/bin/agss-vos bench service $(BENCH_SEQ)/JPEGImages --masks $(BENCH_SEQ)/Annotations/00000.png \
 		--model $${AGSS_MODEL:-$(RUN_MODEL)}
+
+# Reproduces models/agss-lite from ../shared/data (DAVIS 2016, CC BY-NC 4.0); resumable.
+train-default: install
+	$(VENV)/bin/agss-vos train --config configs/agss-lite.json --data $(TRAIN_DATA) --val $(VAL_DATA) \
+		--out runs/agss-lite --export models/agss-lite
+
+eval: install
+	$(VENV)/bin/agss-vos validate --models agss-lite,flow-only --data $(VAL_DATA) --composites 4
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -240,6 +240,81 @@ def cmd_bench_service(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from .progress import Progress
+    from .vos.training.loop import TrainConfig, train
+
+    if args.config in PRESET_NAMES:
+        from .vos.network import PRESETS
+
+        cfg = TrainConfig(model=PRESETS[args.config].to_dict())
+    else:
+        if not Path(args.config).is_file():
+            raise CLIError(f"--config {args.config}: not a preset ({', '.join(PRESET_NAMES)}) nor a JSON file")
+        cfg = TrainConfig.from_file(args.config)
+    for name in ("iterations", "seed", "val_every", "checkpoint_every"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    for d in args.data:
+        if not Path(d).is_dir():
+            raise CLIError(f"--data {d}: no such folder")
+    bar = Progress(cfg.iterations, "train", unit="clips", enabled=not args.quiet)
+    started = time.monotonic()
+
+    def progress(it: int, loss: float, iou: float) -> None:
+        if bar.n == 0:
+            bar.n = it - 1  # resumed: count from the checkpoint
+            bar.start = time.monotonic()
+        bar.update(postfix=f"loss={loss:.4f} iou={iou:.3f}")
+
+    try:
+        best = train(cfg, args.data, args.out, args.val, args.device, resume=not args.restart, progress=progress,
+                     log=lambda m: print(m, file=sys.stderr))
+    finally:
+        bar.close()
+    print(f"best model: {best} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
+    if args.export:
+        _export_default(best, Path(args.export), cfg, args, time.monotonic() - started)
+    return EXIT_OK
+
+
+def _export_default(best: Path, export: Path, cfg, args: argparse.Namespace, seconds: float) -> None:
+    """Measure the trained model and the flow-only baseline in one run; write the model folder + card."""
+    from .vos import load_model
+    from .vos.training.datasets import load_sequences
+    from .vos.training.report import compare, composites, format_table, write_card
+
+    seqs = load_sequences(args.val)
+    models = {"trained": load_model(best), "flow-only": load_model("flow-only")}
+    single = compare(models, seqs, cfg.flow, cfg.model["long_side"])
+    multi = compare(models, composites(seqs, 4), cfg.flow, cfg.model["long_side"])
+    print(format_table(single), file=sys.stderr)
+    print(format_table(multi), file=sys.stderr)
+    write_card(best, export, cfg, [str(d) for d in args.data], {"real": single, "composites": multi},
+               str(args.val), {"training_run": {"seconds": round(seconds), "device": args.device}})
+    print(f"wrote {export}", file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .vos import load_model
+    from .vos.training.datasets import load_sequences
+    from .vos.training.report import compare, composites, format_table
+
+    seqs = load_sequences(args.data)
+    models = {name: load_model(name, device=args.device) for name in args.models.split(",")}
+    print(f"J&F, DAVIS protocol, flow {args.flow}, on {args.data} ({len(seqs)} sequences)")
+    print(format_table(compare(models, seqs, args.flow, args.long_side)))
+    if args.composites:
+        print(f"\nmulti-object composites made from the same sequences ({args.composites})")
+        print(format_table(compare(models, composites(seqs, args.composites), args.flow, args.long_side)))
+    return EXIT_OK
+
+
+PRESET_NAMES = ("resnet50", "resnet34", "resnet18", "lite")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .vos.flow import FLOW_NAMES
     from .vos.network import PRESETS
@@ -295,6 +370,30 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--grpc-clients", type=int, default=50,
                     help="also time the gRPC path with 1 and with this many streaming clients (0: skip)")
     bs.set_defaults(func=cmd_bench_service)
+
+    tr = sub.add_parser("train", help="train AGSS-VOS (resumable; validation J&F logged)")
+    tr.add_argument("--config", required=True, help=f"a JSON training config or a preset: {', '.join(PRESET_NAMES)}")
+    tr.add_argument("--data", action="append", required=True, help="training sequences (repeatable)")
+    tr.add_argument("--out", required=True, help="run folder: last.pt, log.jsonl, best/, final/")
+    tr.add_argument("--val", help="validation sequences (J&F every val_every iterations)")
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--iterations", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--val-every", type=int)
+    tr.add_argument("--checkpoint-every", type=int)
+    tr.add_argument("--restart", action="store_true", help="ignore the run folder's last checkpoint")
+    tr.add_argument("--export", help="after training: write the best model here with a measured model card")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    va = sub.add_parser("validate", help="J&F of several models on annotated sequences, in one run")
+    va.add_argument("--models", default="agss-lite,flow-only", help="comma-separated model names or paths")
+    va.add_argument("--data", required=True, help="annotated sequences (DAVIS layouts)")
+    va.add_argument("--flow", choices=FLOW_NAMES, default="dis")
+    va.add_argument("--long-side", type=int)
+    va.add_argument("--composites", type=int, default=0, help="also N multi-object composites of the data")
+    va.add_argument("--device", default="cpu")
+    va.set_defaults(func=cmd_validate)
 
     from .config import describe
 

@@ -108,6 +108,8 @@ def _read_folder(path: Path) -> tuple[AGSSConfig, dict[str, torch.Tensor]]:
 
 def infer_config(state: dict[str, torch.Tensor]) -> AGSSConfig:
     """Architecture of an official-format state dict, read from its keys and shapes."""
+    if "Encoder.conv_stem.weight" in state:
+        raise CheckpointError("an EfficientNet AGSS model is stored as a model folder with model.json")
     try:
         width = state["Decoder.pred2.weight"].shape[1]
         bottleneck = "Encoder.res2.0.conv3.weight" in state

@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import effnet
 from .backbone import RESNETS, ResNet
+
+EFFNET = "efficientnet_lite0"
+BACKBONES = (*RESNETS, EFFNET)
+
+
+def encoder_channels(backbone: str) -> tuple[int, int, int, int]:
+    """Channels of the 1/4, 1/8, 1/16, 1/32 features."""
+    return effnet.CHANNELS if backbone == EFFNET else RESNETS[backbone].channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,8 +46,8 @@ class AGSSConfig:
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
 
     def __post_init__(self) -> None:
-        if self.backbone not in RESNETS:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {sorted(RESNETS)}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
         if self.width < 1 or self.long_side < 32 or self.long_side % 32:
             raise ValueError("width must be positive and long_side a positive multiple of 32")
 
@@ -64,6 +73,8 @@ PRESETS: dict[str, AGSSConfig] = {
     "resnet50": AGSSConfig("resnet50", 256, 864),
     "resnet34": AGSSConfig("resnet34", 128, 640),
     "resnet18": AGSSConfig("resnet18", 64, 512),
+    # The small default model: ImageNet EfficientNet-Lite0 inputs are scaled to [-1, 1].
+    "lite": AGSSConfig(EFFNET, 64, 512, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 
 
@@ -79,23 +90,39 @@ def _conv(cin: int, cout: int, k: int | tuple[int, int] = 3, stride: int = 1) ->
     return nn.Conv2d(cin, cout, (kh, kw), stride, (kh // 2, kw // 2), bias=True)
 
 
-class Encoder(nn.Module):
+def _attention(c2: int, width: int) -> nn.Sequential:
+    return nn.Sequential(_conv(c2 + 1, width, 1), nn.ReLU(), _conv(width, width, 3), nn.ReLU(),
+                         _conv(width, width, 3, stride=2))
+
+
+class _EncoderBase(nn.Module):
+    """What both encoders share: the object pass and the full pass built on `_res2` and `_deep`."""
+
+    def full(self, stem: torch.Tensor, merged: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """stem (N,C,H/2,W/2), merged mask (N,1,H,W) -> r5, r4, r3, r2 (1/32, 1/16, 1/8, 1/4)."""
+        r2 = self._res2(stem, merged)
+        r3, r4, r5 = self._deep(r2)
+        return r5, r4, r3, r2
+
+    def objects(self, stem: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """stem (1,C,H/2,W/2), masks (K,1,H,W) -> r2 (K,C2,H/4,W/4), attention (K,width,H/8,W/8)."""
+        r2 = self._res2(stem, masks)  # stem broadcasts over the K objects
+        m = F.interpolate(masks, size=r2.shape[-2:], mode="bilinear", align_corners=True)
+        return r2, self.atn(torch.cat([r2, m], dim=1))
+
+
+class Encoder(_EncoderBase):
     """Siamese ResNet encoder with the mask branch `conv1_p` and the attention generator `atn`."""
 
     def __init__(self, cfg: AGSSConfig):
         super().__init__()
         resnet = ResNet(cfg.backbone)
-        c2 = resnet.spec.channels[0]
         self.conv1_p = nn.Conv2d(1, 64, 7, 2, 3, bias=True)
         self.conv1, self.bn1 = resnet.conv1, resnet.bn1
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.res2, self.res3, self.res4, self.res5 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
-        self.atn = nn.Sequential(
-            _conv(c2 + 1, cfg.width, 1), nn.ReLU(),
-            _conv(cfg.width, cfg.width, 3), nn.ReLU(),
-            _conv(cfg.width, cfg.width, 3, stride=2),
-        )
+        self.atn = _attention(resnet.spec.channels[0], cfg.width)
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         """image (N,3,H,W) -> conv1(image) (N,64,H/2,W/2), shared by the full and object passes."""
@@ -105,13 +132,39 @@ class Encoder(nn.Module):
         h = stem + self.conv1_p(mask)
         return self.res2(self.maxpool(self.relu(self.bn1(h))))
 
-    def full(self, stem: torch.Tensor, merged: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """stem (N,64,H/2,W/2), merged mask (N,1,H,W) -> r5, r4, r3, r2 (1/32, 1/16, 1/8, 1/4)."""
-        r2 = self._res2(stem, merged)
+    def _deep(self, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         r3 = self.res3(r2)
         r4 = self.res4(r3)
-        r5 = self.res5(r4)
-        return r5, r4, r3, r2
+        return r3, r4, self.res5(r4)
+
+
+class EffEncoder(_EncoderBase):
+    """The same AGSS encoder on EfficientNet-Lite0 (the small default model); the mask branch
+    `conv1_p` (3x3/2, 1 -> 32) is added to the stem convolution before its batch norm."""
+
+    def __init__(self, cfg: AGSSConfig):
+        super().__init__()
+        net = effnet.EfficientNetLite0()
+        self.conv1_p = nn.Conv2d(1, effnet.STEM_CHANNELS, 3, 2, 1, bias=True)
+        self.conv_stem, self.bn0, self.blocks = net._conv_stem, net._bn0, net._blocks
+        self.atn = _attention(effnet.CHANNELS[0], cfg.width)
+
+    def stem(self, image: torch.Tensor) -> torch.Tensor:
+        return self.conv_stem(image)
+
+    def _res2(self, stem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = F.relu6(self.bn0(stem + self.conv1_p(mask)))
+        for b in self.blocks[: effnet.TAPS[0] + 1]:
+            h = b(h)
+        return h
+
+    def _deep(self, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outs, h = [], r2
+        for start, stop in zip(effnet.TAPS[:-1], effnet.TAPS[1:], strict=True):
+            for b in self.blocks[start + 1: stop + 1]:
+                h = b(h)
+            outs.append(h)
+        return outs[0], outs[1], outs[2]
 
     def objects(self, stem: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """stem (1,64,H/2,W/2), masks (K,1,H,W) -> r2 (K,C2,H/4,W/4), attention (K,width,H/8,W/8)."""
@@ -157,7 +210,7 @@ class Refine(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: AGSSConfig):
         super().__init__()
-        c2, c3, c4, c5 = RESNETS[cfg.backbone].channels
+        c2, c3, c4, c5 = encoder_channels(cfg.backbone)
         w = cfg.width
         self.GC = GlobalConv(2 * c5, w)
         self.convG1 = _conv(w, w)
@@ -181,15 +234,19 @@ class Decoder(nn.Module):
         return F.softmax(logits, dim=1)[:, 1]
 
 
-def normalize_objects(probs: torch.Tensor) -> torch.Tensor:
+def normalize_objects(probs: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     """Soft aggregation across objects: probs (K,H,W) -> (K,H,W), each pixel summing to at most 1.
 
     Background is 1 - max_k p_k; every map is turned into odds and divided by the sum of odds.
+    The official clamp to [1e-7, 1-1e-7] has no gradient outside that range, so a training run that
+    pushes a probability below 1e-7 could never bring it back; with `differentiable` the same squeeze
+    into the range is affine (values differ by at most 1e-7).
     """
     if probs.shape[0] == 0:
         return probs
     bg = 1 - probs.max(dim=0, keepdim=True).values
-    allp = torch.cat([bg, probs], dim=0).clamp(PROB_EPS, 1 - PROB_EPS)
+    allp = torch.cat([bg, probs], dim=0)
+    allp = allp * (1 - 2 * PROB_EPS) + PROB_EPS if differentiable else allp.clamp(PROB_EPS, 1 - PROB_EPS)
     odds = allp / (1 - allp)
     return (odds / odds.sum(dim=0, keepdim=True))[1:]
 
@@ -204,12 +261,12 @@ class AGSSVOS(nn.Module):
     def __init__(self, cfg: AGSSConfig | None = None):
         super().__init__()
         self.config = cfg or AGSSConfig()
-        self.Encoder = Encoder(self.config)
+        self.Encoder = EffEncoder(self.config) if self.config.backbone == EFFNET else Encoder(self.config)
         self.Decoder = Decoder(self.config)
 
     @property
     def device(self) -> torch.device:
-        return self.Encoder.conv1.weight.device
+        return self.Encoder.conv1_p.weight.device
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """rgb uint8 (H,W,3) -> normalised float tensor (1,3,H,W) on the model's device."""
@@ -246,7 +303,7 @@ class AGSSVOS(nn.Module):
         return torch.cat(out)
 
     def forward(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
-        return normalize_objects(self.object_probs(image, warped_prev, ref))
+        return normalize_objects(self.object_probs(image, warped_prev, ref), differentiable=self.training)
 
 
 def _check_sizes(image: torch.Tensor, masks: torch.Tensor) -> None:

@@ -1,0 +1,232 @@
+"""The training loop (the paper's recipe, sized for one machine).
+
+Each iteration is one clip: the reference frame with its masks, then T-1 steps where the network
+sees the frame and its previous prediction warped by optical flow; the ground truth replaces a
+prediction whose IoU falls below 0.5. Soft IoU per object. Adam (weight decay 4e-5) with poly decay,
+the pretrained encoder at a tenth of the rate of the new parts (mask branch, attention, decoder).
+Deterministic for a seed: clip i is drawn from a generator seeded with (seed, i). Resumable: the last
+checkpoint holds weights, optimiser state and the iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..checkpoint import save_model
+from ..flow import make_flow, warp_masks
+from ..metrics import SequenceScorer, summarize
+from ..network import AGSSVOS, EFFNET, PRESETS, AGSSConfig
+from ..tracker import Tracker
+from .clips import make_clip
+from .datasets import Sequence, load_sequences
+
+
+@dataclass
+class TrainConfig:
+    model: dict = field(default_factory=lambda: PRESETS["lite"].to_dict())
+    iterations: int = 6000
+    clip_length: int = 4
+    crop: tuple[int, int] = (224, 384)  # (h, w), multiples of 32
+    lr: float = 1e-3  # new parts; the pretrained encoder gets lr * encoder_lr_scale
+    encoder_lr_scale: float = 0.1
+    weight_decay: float = 4e-5
+    poly_power: float = 0.9
+    p_composite: float = 0.5
+    p_synthetic: float = 0.15
+    iou_fallback: float = 0.5
+    # Not in the paper: a cross-entropy term keeps gradients alive where the soft IoU's vanish
+    # (saturated probabilities), which short CPU runs cannot afford to wait out.
+    bce_weight: float = 0.5
+    pretrained: bool = True
+    flow: str = "dis"
+    seed: int = 0
+    checkpoint_every: int = 100
+    val_every: int = 1000
+    val_long_side: int | None = None
+    val_max_frames: int | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        raw = json.loads(Path(path).read_text())
+        if "crop" in raw:
+            raw["crop"] = tuple(raw["crop"])
+        return cls(**raw)
+
+
+def soft_iou_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - sum(min(P,Y)) / sum(max(P,Y)) per object (K,H,W), averaged over objects."""
+    inter = torch.minimum(probs, target).flatten(1).sum(1)
+    union = torch.maximum(probs, target).flatten(1).sum(1).clamp_min(1e-6)
+    return (1 - inter / union).mean()
+
+
+def bce_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise cross-entropy on the normalised probabilities (K,H,W)."""
+    p = probs.clamp(1e-6, 1 - 1e-6)
+    return -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+
+
+def _iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p, t = pred > 0.5, target > 0.5
+    union = (p | t).flatten(1).sum(1)
+    inter = (p & t).flatten(1).sum(1)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union, dtype=torch.float))
+
+
+def build(cfg: TrainConfig, device: torch.device) -> tuple[AGSSVOS, torch.optim.Optimizer]:
+    model = AGSSVOS(AGSSConfig.from_dict(cfg.model))
+    if cfg.pretrained and model.config.backbone == EFFNET:
+        from ..effnet import load_imagenet_weights
+
+        net = model.Encoder
+        load_imagenet_weights(_Proxy(net))  # fills conv_stem, bn0, blocks in place
+        torch.nn.init.zeros_(net.conv1_p.weight)  # the mask starts as a no-op on the pretrained stem
+        torch.nn.init.zeros_(net.conv1_p.bias)
+    model.to(device)
+    pretrained = {id(p) for n, p in model.named_parameters()
+                  if n.startswith(("Encoder.conv_stem", "Encoder.bn0", "Encoder.blocks", "Encoder.conv1.",
+                                   "Encoder.bn1", "Encoder.res"))}
+    enc = [p for p in model.parameters() if id(p) in pretrained]
+    new = [p for p in model.parameters() if id(p) not in pretrained]
+    opt = torch.optim.Adam([{"params": enc, "lr": cfg.lr * cfg.encoder_lr_scale, "base": cfg.lr * cfg.encoder_lr_scale},
+                            {"params": new, "lr": cfg.lr, "base": cfg.lr}], weight_decay=cfg.weight_decay)
+    return model, opt
+
+
+class _Proxy(torch.nn.Module):
+    """Presents the encoder's EfficientNet parts under the package's key names for loading."""
+
+    def __init__(self, enc):
+        super().__init__()
+        self._conv_stem, self._bn0, self._blocks = enc.conv_stem, enc.bn0, enc.blocks
+
+
+def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfig,
+               amp: bool) -> tuple[float, float]:
+    """One clip: forward through time, loss summed over steps. Returns (loss, mean IoU)."""
+    ids = clip.ids
+    T = len(clip.frames)
+    gts = torch.from_numpy(np.stack([(clip.labels == i) for i in ids], 1).astype(np.float32)).to(device)  # (T,K,H,W)
+    images = [model.preprocess(f) for f in clip.frames]
+    grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip.frames]
+    with torch.autocast(device.type, enabled=amp):
+        ref = model.encode_reference(images[0], gts[0])
+        prev = gts[0]
+        losses, ious = [], []
+        for t in range(1, T):
+            warped = warp_masks(prev, flow(grays[t], grays[t - 1]))
+            probs = model(images[t], warped, ref).float()
+            losses.append(soft_iou_loss(probs, gts[t]) + cfg.bce_weight * bce_loss(probs, gts[t]))
+            with torch.no_grad():
+                iou = _iou(probs, gts[t])
+                ious.append(float(iou.mean()))
+                keep = (iou >= cfg.iou_fallback).float()[:, None, None]
+                prev = probs.detach() * keep + gts[t] * (1 - keep)
+        loss = torch.stack(losses).mean()
+    return loss, float(np.mean(ious))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, seqs: list[Sequence], flow: str, long_side: int | None,
+             max_frames: int | None = None) -> dict[str, float]:
+    """J&F per sequence (DAVIS protocol) of the tracker with this model; 'mean' over all objects."""
+    model.eval()
+    scores = []
+    out = {}
+    for seq in seqs:
+        tracker = Tracker(model, flow=flow, long_side=long_side)
+        scorer = SequenceScorer(seq.name)
+        n = len(seq.frames) if max_frames is None else min(max_frames, len(seq.frames))
+        for t in range(n):
+            pred = tracker.step(seq.frames[t], seq.labels[t] if t == 0 else None)
+            scorer.add(seq.labels[t], pred)
+        res = scorer.result()
+        scores += res
+        out[seq.name] = summarize(res)["J&F"]
+    out["mean"] = summarize(scores)["J&F"]
+    return out
+
+
+def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: str | Path | None = None,
+          device: str = "cpu", resume: bool = True, progress: Callable | None = None,
+          log: Callable[[str], None] = print) -> Path:
+    """Train; returns the folder of the best model (by validation J&F), or of the last one."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    seqs = [s for d in data for s in load_sequences(d)]
+    val = load_sequences(val_data) if val_data else []
+    model, opt = build(cfg, dev)
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler(enabled=amp)
+    start, best = 0, -1.0
+    last = out / "last.pt"
+    if resume and last.exists():
+        ck = torch.load(last, map_location=dev, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start, best = int(ck["iteration"]), float(ck["best"])
+        log(f"resumed from {last} at iteration {start}")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    flow = make_flow(cfg.flow)
+    log_path = out / "log.jsonl"
+    if val and start == 0 and not (out / "baseline.json").exists():
+        from ..baseline import FlowOnlyModel
+
+        base = evaluate(FlowOnlyModel().to(dev), val, cfg.flow, cfg.val_long_side or model.config.long_side,
+                        cfg.val_max_frames)
+        (out / "baseline.json").write_text(json.dumps(base, indent=2))
+        log(f"flow-only baseline J&F: {base['mean']:.4f}")
+    window: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+    for it in range(start, cfg.iterations):
+        model.train()
+        # Batch norm statistics stay frozen: a batch of one clip cannot estimate them.
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+        frac = 1 - it / cfg.iterations
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * frac**cfg.poly_power
+        clip = make_clip(seqs, np.random.default_rng([cfg.seed, it]), cfg.clip_length, cfg.crop,
+                         cfg.p_composite, cfg.p_synthetic)
+        loss, iou = train_step(model, clip, flow, dev, cfg, amp)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        window = (window + [(loss.item(), iou)])[-50:]
+        if progress:
+            progress(it + 1, float(np.mean([w[0] for w in window])), float(np.mean([w[1] for w in window])))
+        done = it + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            _save(last, model, opt, done, best)
+        if val and (done % cfg.val_every == 0 or done == cfg.iterations):
+            scores = evaluate(model, val, cfg.flow, cfg.val_long_side or model.config.long_side, cfg.val_max_frames)
+            entry = {"iteration": done, "val": scores, "loss": float(np.mean([w[0] for w in window])),
+                     "elapsed_s": round(time.monotonic() - t0, 1)}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            log(f"iteration {done}: validation J&F {scores['mean']:.4f}")
+            if scores["mean"] > best:
+                best = scores["mean"]
+                save_model(model, out / "best", provenance={"iteration": done, "val_jf": scores})
+            _save(last, model, opt, done, best)
+    final = save_model(model, out / "final", provenance={"iteration": cfg.iterations})
+    return out / "best" if (out / "best").exists() else final
+
+
+def _save(path: Path, model, opt, iteration: int, best: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration, "best": best}, tmp)
+    tmp.replace(path)  # atomic: a kill during the write leaves the previous checkpoint
+
