@@ -231,6 +231,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench_tracker(args: argparse.Namespace) -> int:
+    import torch
+
+    from .vos import load_model
+    from .vos.bench import bench_tracker
+    from .vos.checkpoint import DEFAULT_MODEL
+
+    model = load_model(args.model or DEFAULT_MODEL, device=_device(args.device))
+    for k in args.objects:
+        r = bench_tracker(model, k, args.frames, long_side=args.long_side, flow=args.flow)
+        print(f"{args.model or DEFAULT_MODEL}: {k} objects, 854x480 input, network {r['network_w']}x{r['network_h']}, "
+              f"{torch.get_num_threads()} threads: {r['seconds_per_frame']:.3f} s/frame "
+              f"(last step: flow {r['flow']:.3f} s, network {r['network']:.3f} s)")
+    return EXIT_OK
+
+
 def cmd_bench_service(args: argparse.Namespace) -> int:
     from .bench_service import bench_service
 
@@ -276,7 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         bar.close()
     print(f"best model: {best} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
     if args.export:
-        _export_default(best, Path(args.export), cfg, args, time.monotonic() - started)
+        from .vos.training.loop import training_seconds
+
+        _export_default(best, Path(args.export), cfg, args, training_seconds(args.out))
     return EXIT_OK
 
 
@@ -292,8 +310,18 @@ def _export_default(best: Path, export: Path, cfg, args: argparse.Namespace, sec
     multi = compare(models, composites(seqs, 4), cfg.flow, cfg.model["long_side"])
     print(format_table(single), file=sys.stderr)
     print(format_table(multi), file=sys.stderr)
+    import torch
+
+    from .vos.bench import bench_tracker
+
+    speed = bench_tracker(models["trained"], objects=3, frames=30)
+    print(f"3 objects: {speed['seconds_per_frame']:.3f} s/frame", file=sys.stderr)
     write_card(best, export, cfg, [str(d) for d in args.data], {"real": single, "composites": multi},
-               str(args.val), {"training_run": {"seconds": round(seconds), "device": args.device}})
+               str(args.val), {"training_run": {"seconds": round(seconds), "device": args.device},
+                               "speed": {"seconds_per_frame_3_objects": round(speed["seconds_per_frame"], 3),
+                                         "input": "854x480", "network": f"{speed['network_w']}x{speed['network_h']}",
+                                         "device": f"cpu, {torch.get_num_threads()} threads",
+                                         "measured_by": "agss-vos bench tracker (in the export run)"}})
     print(f"wrote {export}", file=sys.stderr)
 
 
@@ -360,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--device", default="cpu")
     bm.add_argument("--plot", help="write a PNG plot here")
     bm.set_defaults(func=cmd_bench_model)
+    bt = bsub.add_parser("tracker", help="seconds per tracker step (flow + network + labels) at the model's size")
+    bt.add_argument("--model", help="model (default: agss-lite)")
+    bt.add_argument("--objects", type=_positive_int_list, default=[1, 3])
+    bt.add_argument("--frames", type=int, default=20)
+    bt.add_argument("--long-side", type=int)
+    bt.add_argument("--flow", choices=FLOW_NAMES, default="dis")
+    bt.add_argument("--device", default="cpu")
+    bt.set_defaults(func=cmd_bench_tracker)
     bs = bsub.add_parser("service", help="frames per second through the whole service vs the tracker alone")
     bs.add_argument("video")
     bs.add_argument("--masks", required=True)

@@ -295,6 +295,9 @@ class WorkerQueue:
                                            "deliveries": claim.deliveries, "at": now()}, maxlen=10000)
         self.finish(claim, "failed", "attempts_exhausted", reason, check_owner=False)
 
+    def ack(self, claim: Claim) -> None:
+        self.r.xack(self.keys.queue, GROUP, claim.msg_id)
+
     def handback(self, claim: Claim) -> str:
         return _s(self._handback(keys=[self.keys.queue, self.keys.job(claim.job_id), self.keys.stats],
                                  args=[GROUP, claim.msg_id, self.worker_id]))

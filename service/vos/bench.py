@@ -116,3 +116,29 @@ def plot_rows(rows: list[BenchRow], path: str | Path, title: str) -> None:
     cv2.putText(img, "s/frame", (8, m - 45), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     if not cv2.imwrite(str(path), img):
         raise OSError(f"cannot write {path}")
+
+
+@torch.no_grad()
+def bench_tracker(model: torch.nn.Module, objects: int = 3, frames: int = 20, input_size: tuple[int, int] = (480, 854),
+                  long_side: int | None = None, flow: str = "dis", seed: int = 0) -> dict[str, float]:
+    """Seconds per Tracker.step at the model's default size: flow, network and labels at input size,
+    on a moving synthetic scene with `objects` objects. Median over `frames` steps after the first."""
+    from .tracker import Tracker
+
+    rng = np.random.default_rng(seed)
+    h, w = input_size
+    base = cv2.resize(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8), (w, h))
+    labels = np.zeros((h, w), np.uint8)
+    for k in range(objects):
+        y, x = int(rng.integers(0, h - h // 4)), int(rng.integers(0, w - w // 5))
+        labels[y:y + h // 4, x:x + w // 5] = k + 1
+    tracker = Tracker(model, flow=flow, long_side=long_side)
+    times = []
+    for t in range(frames + 1):
+        frame = np.roll(base, 3 * t, axis=1)
+        t0 = time.perf_counter()
+        tracker.step(frame, labels if t == 0 else None)
+        if t:
+            times.append(time.perf_counter() - t0)
+    return {"seconds_per_frame": float(np.median(times)), "network_h": tracker.net_size[0],
+            "network_w": tracker.net_size[1], **{k: float(v) for k, v in tracker.timings.items()}}

@@ -128,6 +128,8 @@ class Worker:
             if reason == "shutdown":
                 log.info("handed back: %s", self.queue.handback(claim), extra=ctx)
             else:
+                if reason != "lost":  # cancelled or otherwise ended: nobody needs the entry any more
+                    self.queue.ack(claim)
                 log.info("job stopped: %s", reason, extra=ctx)
         except Exception as e:  # noqa: BLE001 - one job's failure must not end the worker
             spec = classify(e)

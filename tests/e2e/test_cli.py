@@ -148,3 +148,8 @@ def test_bench_service_runs_both_paths(seq, small_model_dir):
     assert "throughput ratio service / tracker" in p.stdout
     assert f"| {N} |" in p.stdout
     assert "delay p99 ms" in p.stdout and "job run time with 3 clients" in p.stdout
+
+
+def test_bench_tracker(small_model_dir):
+    p = agss("bench", "tracker", "--model", small_model_dir, "--objects", "2", "--frames", "2")
+    assert "2 objects" in p.stdout and "s/frame" in p.stdout

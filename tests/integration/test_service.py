@@ -249,3 +249,27 @@ def test_redis_unreachable_is_503(small_model_dir, tmp_path):
         assert httpx.get(s.url + "/readyz").status_code == 503
     finally:
         s.stop()
+
+
+def test_cancel_stops_a_running_job_and_frees_the_worker(make_stack, redis_url, prefix, tmp_path):
+    from service.jobs.keys import GROUP
+
+    stack = make_stack(workers=1)
+    with Client(stack.url) as c:
+        job = c.submit(frames_zip(tmp_path / "long.zip", 40), FIRST_MASK)
+        while c.status(job["id"])["frames_done"] < 2:
+            time.sleep(0.02)
+        assert c.cancel(job["id"])["status"] == "cancelled"
+        r = redis.from_url(redis_url)
+        deadline = time.monotonic() + 15
+        while r.xpending(Keys(prefix).queue, GROUP)["pending"]:  # the worker acks and lets go
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        done = c.status(job["id"])["frames_done"]
+        assert done < 40
+        with pytest.raises(ClientError) as e:
+            list(c.frames(job["id"]))
+        assert e.value.code == "cancelled"
+        assert c.status(job["id"])["frames_done"] == done  # nothing published after the cancel
+        nxt = c.submit(frames_zip(tmp_path / "short.zip", 3), FIRST_MASK)
+        assert len(list(c.frames(nxt["id"], wait=5))) == 3

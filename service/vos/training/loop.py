@@ -168,13 +168,14 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
     model, opt = build(cfg, dev)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler(enabled=amp)
-    start, best = 0, -1.0
+    start, best, before_s = 0, -1.0, 0.0
     last = out / "last.pt"
     if resume and last.exists():
         ck = torch.load(last, map_location=dev, weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start, best = int(ck["iteration"]), float(ck["best"])
+        before_s = float(ck.get("seconds", _logged_seconds(out / "log.jsonl")))
         log(f"resumed from {last} at iteration {start}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     flow = make_flow(cfg.flow)
@@ -188,6 +189,11 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
         log(f"flow-only baseline J&F: {base['mean']:.4f}")
     window: list[tuple[float, float]] = []
     t0 = time.monotonic()
+
+    def spent() -> float:
+        """Training seconds over every process of this run (resumes included)."""
+        return before_s + time.monotonic() - t0
+
     for it in range(start, cfg.iterations):
         model.train()
         # Batch norm statistics stay frozen: a batch of one clip cannot estimate them.
@@ -209,24 +215,43 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
             progress(it + 1, float(np.mean([w[0] for w in window])), float(np.mean([w[1] for w in window])))
         done = it + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-            _save(last, model, opt, done, best)
+            _save(last, model, opt, done, best, spent())
         if val and (done % cfg.val_every == 0 or done == cfg.iterations):
             scores = evaluate(model, val, cfg.flow, cfg.val_long_side or model.config.long_side, cfg.val_max_frames)
             entry = {"iteration": done, "val": scores, "loss": float(np.mean([w[0] for w in window])),
-                     "elapsed_s": round(time.monotonic() - t0, 1)}
+                     "elapsed_s": round(spent(), 1)}
             with open(log_path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
             log(f"iteration {done}: validation J&F {scores['mean']:.4f}")
             if scores["mean"] > best:
                 best = scores["mean"]
                 save_model(model, out / "best", provenance={"iteration": done, "val_jf": scores})
-            _save(last, model, opt, done, best)
+            _save(last, model, opt, done, best, spent())
     final = save_model(model, out / "final", provenance={"iteration": cfg.iterations})
     return out / "best" if (out / "best").exists() else final
 
 
-def _save(path: Path, model, opt, iteration: int, best: float) -> None:
+def _save(path: Path, model, opt, iteration: int, best: float, seconds: float) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration, "best": best}, tmp)
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration, "best": best,
+                "seconds": seconds}, tmp)
     tmp.replace(path)  # atomic: a kill during the write leaves the previous checkpoint
+
+
+def _logged_seconds(log_path: Path) -> float:
+    """Training time recorded by validation entries (for checkpoints written before `seconds` existed)."""
+    if not log_path.exists():
+        return 0.0
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
+    return float(json.loads(lines[-1]).get("elapsed_s", 0.0)) if lines else 0.0
+
+
+def training_seconds(run: str | Path) -> float:
+    """Total training time of a run folder."""
+    last = Path(run) / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        if "seconds" in ck:
+            return float(ck["seconds"])
+    return _logged_seconds(Path(run) / "log.jsonl")
 
