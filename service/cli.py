@@ -332,11 +332,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     seqs = load_sequences(args.data)
     models = {name: load_model(name, device=args.device) for name in args.models.split(",")}
-    print(f"J&F, DAVIS protocol, flow {args.flow}, on {args.data} ({len(seqs)} sequences)")
-    print(format_table(compare(models, seqs, args.flow, args.long_side)))
+    # Every model at the same network size, so that the flow they share sees the same frames.
+    long_side = args.long_side or next(iter(models.values())).config.long_side
+    print(f"J&F, DAVIS protocol, flow {args.flow}, network long side {long_side}, on {args.data} "
+          f"({len(seqs)} sequences)")
+    print(format_table(compare(models, seqs, args.flow, long_side)))
     if args.composites:
         print(f"\nmulti-object composites made from the same sequences ({args.composites})")
-        print(format_table(compare(models, composites(seqs, args.composites), args.flow, args.long_side)))
+        print(format_table(compare(models, composites(seqs, args.composites), args.flow, long_side)))
     return EXIT_OK
 
 
@@ -426,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--models", default="agss-lite,flow-only", help="comma-separated model names or paths")
     va.add_argument("--data", required=True, help="annotated sequences (DAVIS layouts)")
     va.add_argument("--flow", choices=FLOW_NAMES, default="dis")
-    va.add_argument("--long-side", type=int)
+    va.add_argument("--long-side", type=int, help="network long side for every model (default: the first model's)")
     va.add_argument("--composites", type=int, default=0, help="also N multi-object composites of the data")
     va.add_argument("--device", default="cpu")
     va.set_defaults(func=cmd_validate)

@@ -56,6 +56,15 @@ def test_clip_generators(tiny_data):
     assert np.array_equal(a.frames, b.frames) and a.ids  # deterministic for a seed, never empty
 
 
+def test_sparse_annotations_are_never_trained_on_as_empty(tiny_data):
+    seq = load_sequences(tiny_data, names=["dog"])[0]
+    seq.annotated[1::2] = False  # YouTube-VOS style: some frames have no mask file
+    seq.labels[~seq.annotated] = 0
+    for i in range(20):
+        clip = real_clip(seq, np.random.default_rng(i), 3, (64, 96))
+        assert all(clip.labels[t].any() for t in range(3))
+
+
 def test_soft_iou_loss():
     y = torch.zeros(2, 8, 8)
     y[:, 2:5, 2:5] = 1

@@ -66,8 +66,15 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
+def _annotated_indices(seq: Sequence, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Frame indices of a clip drawn among annotated frames only (YouTube-VOS annotates every 5th):
+    an unannotated frame would otherwise be trained on as an empty ground truth."""
+    valid = np.flatnonzero(seq.annotated)
+    return valid[_frame_indices(len(valid), length, rng)]
+
+
 def real_clip(seq: Sequence, rng: np.random.Generator, length: int, size: tuple[int, int]) -> Clip:
-    idx = _frame_indices(len(seq.frames), length, rng)
+    idx = _annotated_indices(seq, length, rng)
     frames, labels = _fit(seq.frames[idx], seq.labels[idx], size, rng)
     return Clip(frames, _relabel(labels))
 
@@ -77,7 +84,7 @@ def composite_clip(bg: Sequence, donors: list[Sequence], rng: np.random.Generato
     """Objects cut from donor sequences (with their own motion and deformation) pasted with a random
     affine drift and scale onto the background sequence, in a random occlusion order (the background
     sequence's own object is one of the layers)."""
-    idx = _frame_indices(len(bg.frames), length, rng)
+    idx = _annotated_indices(bg, length, rng)
     orig_f, orig_l = bg.frames[idx], bg.labels[idx]
     frames, labels = orig_f.copy(), orig_l.copy()
     H, W = frames.shape[1:3]
@@ -89,7 +96,7 @@ def composite_clip(bg: Sequence, donors: list[Sequence], rng: np.random.Generato
                 labels[t][m] = orig_l[t][m]
             continue
         donor = donors[layer - 1]
-        didx = _frame_indices(len(donor.frames), length, rng)
+        didx = _annotated_indices(donor, length, rng)
         dm = donor.labels[didx] > 0
         if not dm[0].any():
             continue
