@@ -63,9 +63,9 @@ class Stack:
         pattern = Keys(self.prefix).worker_pattern()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for p in [self.api, *self.workers]:
-                if p is not None and p.poll() is not None and p in (self.api,):
-                    raise RuntimeError(f"api exited with {p.returncode}")
+            for name, p in (("api", self.api), ("grpc", self.grpc_proc)):
+                if p is not None and p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {p.returncode}")
             try:
                 ok = httpx.get(self.url + "/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:

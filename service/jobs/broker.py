@@ -19,8 +19,8 @@ import redis.asyncio as aredis
 from ..config import Settings
 from . import scripts
 from .errors import JobConflictError, JobNotFoundError, QueueFullError
-from .keys import END_ID, GROUP, Keys, frame_id, frame_index
-from .model import ENDED, Job, now
+from .keys import GROUP, Keys, frame_id, frame_index
+from .model import Job, now
 
 
 def _s(v) -> str:
@@ -148,10 +148,6 @@ class JobStore:
             if ended:
                 return
             last = _s(entries[-1][0])
-
-    async def end_status(self, job_id: str) -> str | None:
-        entries = await self.r.xrange(self.keys.frames(job_id), min=END_ID, max=END_ID)
-        return _s(entries[0][1][b"end"]) if entries else None
 
     async def cancel(self, job_id: str) -> Job:
         k = self.keys
@@ -301,7 +297,3 @@ class WorkerQueue:
     def handback(self, claim: Claim) -> str:
         return _s(self._handback(keys=[self.keys.queue, self.keys.job(claim.job_id), self.keys.stats],
                                  args=[GROUP, claim.msg_id, self.worker_id]))
-
-    @property
-    def ended_states(self) -> tuple[str, ...]:
-        return ENDED

@@ -40,10 +40,10 @@ def zip_members(path: str | Path, exts: set[str]) -> list[zipfile.ZipInfo]:
     return sorted(out, key=lambda i: natural_key(i.filename))
 
 
-def read_member(path: str | Path, info: zipfile.ZipInfo) -> bytes:
-    with zipfile.ZipFile(path) as zf:
-        with zf.open(info) as f:
-            data = f.read(MAX_ENTRY_BYTES + 1)
+def read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One entry's bytes, refusing an entry that unpacks to more than it declared."""
+    with zf.open(info) as f:
+        data = f.read(MAX_ENTRY_BYTES + 1)
     if len(data) > MAX_ENTRY_BYTES:
         raise UnsafeArchiveError(f"zip entry {info.filename!r} is larger than it claims")
     return data

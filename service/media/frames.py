@@ -13,8 +13,8 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from .archive import MAX_ENTRY_BYTES, is_zip, natural_key, zip_members
-from .errors import MediaError, UnsafeArchiveError, UnsupportedFormatError
+from .archive import is_zip, natural_key, read_entry, zip_members
+from .errors import MediaError, UnsupportedFormatError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_EXTS = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg"}
@@ -97,10 +97,7 @@ class FrameSource:
         else:
             with zipfile.ZipFile(self.path) as zf:
                 for i, info in enumerate(self._members):
-                    with zf.open(info) as f:
-                        data = f.read(MAX_ENTRY_BYTES + 1)
-                    if len(data) > MAX_ENTRY_BYTES:
-                        raise UnsafeArchiveError(f"zip entry {info.filename!r} is larger than it claims")
+                    data = read_entry(zf, info)
                     yield self._checked(Frame(i, self.names[i], decode_image(data, info.filename)))
 
     def _iter_video(self) -> Iterator[Frame]:

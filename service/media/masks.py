@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .archive import MAX_ENTRY_BYTES, is_zip, zip_members
-from .errors import MediaError, UnsafeArchiveError, UnsupportedFormatError
+from .archive import is_zip, read_entry, zip_members
+from .errors import MediaError, UnsupportedFormatError
 
 VOID = 255
 MAX_OBJECTS = 255
@@ -110,10 +110,8 @@ class MaskSet:
             except OSError as e:
                 raise MediaError(f"{entry.name}: cannot read ({e.strerror})") from None
             return read_label_png(data, entry.name)
-        with zipfile.ZipFile(self.path) as zf, zf.open(entry) as f:
-            data = f.read(MAX_ENTRY_BYTES + 1)
-        if len(data) > MAX_ENTRY_BYTES:
-            raise UnsafeArchiveError(f"zip entry {entry.filename!r} is larger than it claims")
+        with zipfile.ZipFile(self.path) as zf:
+            data = read_entry(zf, entry)
         return read_label_png(data, entry.filename)
 
     def assign(self, frame_names: list[str] | None, frame_count: int | None) -> dict[int, str]:
