@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 
-import httpx
 import redis
 
+from .config import Settings
 from .embedded_redis import free_port
+from .healthcheck import check
 from .jobs.keys import Keys
 
 
@@ -45,6 +46,11 @@ class Stack:
         return p
 
     @property
+    def settings(self) -> Settings:
+        return Settings(http_port=self.port, grpc_port=self.grpc_port, redis_url=self.redis_url,
+                        key_prefix=self.prefix)
+
+    @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
@@ -66,27 +72,13 @@ class Stack:
             for name, p in (("api", self.api), ("grpc", self.grpc_proc)):
                 if p is not None and p.poll() is not None:
                     raise RuntimeError(f"{name} exited with {p.returncode}")
-            try:
-                ok = httpx.get(self.url + "/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                ok = False
+            ok = check("api", self.settings) is None
             if ok and self.grpc_proc is not None:
-                ok = self._grpc_serving()
+                ok = check("grpc", self.settings) is None
             if ok and sum(1 for _ in r.scan_iter(match=pattern)) >= workers:
                 return
             time.sleep(0.2)
         raise TimeoutError("service did not become ready")
-
-    def _grpc_serving(self) -> bool:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        with grpc.insecure_channel(self.grpc_target) as ch:
-            try:
-                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.RpcError:
-                return False
-        return resp.status == health_pb2.HealthCheckResponse.SERVING
 
     def stop(self) -> None:
         procs = [*self.workers, self.api, self.grpc_proc]

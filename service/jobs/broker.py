@@ -207,14 +207,6 @@ class WorkerQueue:
         ttl = max(int(self.settings.heartbeat_seconds * 3), 2)
         self.r.set(self.keys.worker(self.worker_id), json.dumps(info), ex=ttl)
 
-    def record_stages(self, seconds: dict[str, float]) -> None:
-        """Add one frame's per-stage seconds (decode, flow, network, publish) to the shared counters."""
-        pipe = self.r.pipeline(transaction=False)
-        for stage, s in seconds.items():
-            pipe.hincrbyfloat(self.keys.stats, f"stage:{stage}", s)
-        pipe.hincrby(self.keys.stats, "stage_frames", 1)
-        pipe.execute()
-
     def leave(self) -> None:
         self.r.delete(self.keys.worker(self.worker_id))
 
@@ -267,11 +259,13 @@ class WorkerQueue:
         masks.write_bytes(data)
         return video, masks
 
-    def publish(self, claim: Claim, index: int, objects: list[dict]) -> str:
+    def publish(self, claim: Claim, index: int, objects: list[dict], stages: dict[str, float] | None = None) -> str:
+        """Append frame `index`; `stages` (seconds per stage) go to the shared counters in the same call."""
         k = self.keys
+        pairs = [x for kv in (stages or {}).items() for x in kv]
         return _s(self._publish(keys=[k.queue, k.job(claim.job_id), k.frames(claim.job_id), k.stats],
                                 args=[GROUP, claim.msg_id, self.worker_id, index,
-                                      json.dumps(objects, separators=(",", ":")), now()]))
+                                      json.dumps(objects, separators=(",", ":")), now(), *pairs]))
 
     def renew(self, claim: Claim) -> str:
         return _s(self._renew(keys=[self.keys.queue, self.keys.job(claim.job_id)],

@@ -46,7 +46,8 @@ redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1])
 return 'ok'
 """
 
-# KEYS: queue, job, frames, stats   ARGV: group, msg id, worker, index, payload, publish time
+# KEYS: queue, job, frames, stats
+# ARGV: group, msg id, worker, index, payload, publish time, then stage/seconds pairs
 PUBLISH = _OWNER + """
 if not owner_ok(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then return 'lost' end
 local st = redis.call('HGET', KEYS[2], 'status')
@@ -56,6 +57,10 @@ if tonumber(ARGV[4]) ~= done then return 'order:' .. done end
 redis.call('XADD', KEYS[3], '0-' .. (done + 1), 'objects', ARGV[5], 't', ARGV[6])
 redis.call('HSET', KEYS[2], 'frames_done', done + 1)
 redis.call('HINCRBY', KEYS[4], 'frames', 1)
+if #ARGV > 6 then
+  for i = 7, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[4], 'stage:' .. ARGV[i], ARGV[i + 1]) end
+  redis.call('HINCRBY', KEYS[4], 'stage_frames', 1)
+end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 'ok'
 """

@@ -157,6 +157,7 @@ class Worker:
             resume_from = job.frames_done  # frames before this were published by an earlier owner
             n = 0
             timings: dict[str, float] = {}
+            last_publish_rtt = 0.0
             for frame, labels in track(inputs, tracker, timings):
                 if self.stop.is_set():
                     raise _Abort("shutdown")
@@ -166,9 +167,12 @@ class Worker:
                 if frame.index < resume_from:
                     continue
                 t0 = time.perf_counter()
-                res = self.queue.publish(claim, frame.index, frame_objects(labels, inputs.object_ids))
+                objects = frame_objects(labels, inputs.object_ids)
+                # "publish" is the RLE encoding plus the previous frame's round trip to Redis
+                timings["publish"] = time.perf_counter() - t0 + last_publish_rtt
+                t1 = time.perf_counter()
+                res = self.queue.publish(claim, frame.index, objects, timings)
+                last_publish_rtt = time.perf_counter() - t1
                 if res != "ok":
                     raise _Abort(res)
-                timings["publish"] = time.perf_counter() - t0
-                self.queue.record_stages(timings)
         return n
