@@ -5,6 +5,8 @@ Frames are decoded one at a time while iterating, so memory does not grow with v
 
 from __future__ import annotations
 
+import contextlib
+import io
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from .archive import is_zip, natural_key, read_entry, zip_members
 from .errors import MediaError, UnsupportedFormatError
@@ -54,6 +57,10 @@ class FrameSource:
             self._members = sorted(files, key=lambda p: natural_key(p.name))
             self.names = [p.stem for p in self._members]
             self.count = len(self._members)
+        elif self.path.suffix.lower() == ".zip" and not is_zip(self.path):
+            # The declared container decides: a zip that does not read as one is refused, never decoded
+            # some other way (a cut zip of JPEGs reads as motion JPEG).
+            raise MediaError(f"{self.path.name}: not a readable zip archive (truncated or corrupt?)")
         elif is_zip(self.path):
             self.kind = "zip"
             self._members = zip_members(self.path, IMAGE_EXTS)
@@ -85,10 +92,41 @@ class FrameSource:
         self.fps = getattr(self, "fps", 0.0) or 24.0
 
     def __iter__(self) -> Iterator[Frame]:
+        return self.iter_from(0)
+
+    def verify(self) -> int:
+        """Check the whole input before any work is done on it; -> the exact frame count.
+
+        A video is decoded to the end: fewer frames than its container claims means it was cut short. Image
+        frames are checked by their headers (no decoding): each must be an image of the first frame's size.
+        """
         if self.kind == "video":
-            yield from self._iter_video()
+            n = sum(1 for _ in self)  # also refuses frames of another size
+            if self.count and n < self.count:
+                raise MediaError(f"{self.path.name}: the container claims {self.count} frames but only {n} decode "
+                                 "(truncated?)")
+            return n
+        h, w = self.size
+        with contextlib.ExitStack() as stack:
+            zf = stack.enter_context(zipfile.ZipFile(self.path)) if self.kind == "zip" else None
+            for i, m in enumerate(self._members):
+                try:
+                    data = read_entry(zf, m) if zf else m.read_bytes()
+                    with Image.open(io.BytesIO(data)) as img:
+                        size = img.size
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                    raise MediaError(f"frame {self.names[i]}: not a readable image ({type(e).__name__})") from None
+                if size != (w, h):
+                    raise MediaError(f"frame {self.names[i]} is {size[0]}x{size[1]}, the first frame is {w}x{h}")
+        return self.count
+
+    def iter_from(self, start: int) -> Iterator[Frame]:
+        """Frames from index `start` on; earlier image frames are not read, earlier video frames are
+        grabbed without being converted."""
+        if self.kind == "video":
+            yield from self._iter_video(start)
         elif self.kind == "folder":
-            for i, p in enumerate(self._members):
+            for i, p in enumerate(self._members[start:], start):
                 try:
                     data = p.read_bytes()
                 except OSError as e:
@@ -96,14 +134,18 @@ class FrameSource:
                 yield self._checked(Frame(i, self.names[i], decode_image(data, p.name)))
         else:
             with zipfile.ZipFile(self.path) as zf:
-                for i, info in enumerate(self._members):
+                for i, info in enumerate(self._members[start:], start):
                     data = read_entry(zf, info)
                     yield self._checked(Frame(i, self.names[i], decode_image(data, info.filename)))
 
-    def _iter_video(self) -> Iterator[Frame]:
+    def _iter_video(self, start: int = 0) -> Iterator[Frame]:
         cap = cv2.VideoCapture(str(self.path))
         try:
             i = 0
+            while i < start:
+                if not cap.grab():
+                    return
+                i += 1
             while True:
                 ok, bgr = cap.read()
                 if not ok or bgr is None:

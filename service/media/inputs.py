@@ -1,23 +1,23 @@
-"""Checks on a (video, masks) pair before any work is done on it: the same checks for the CLI and API."""
+"""Checks on a (video, prompts) pair before any work is done on it: the same checks for the CLI and API."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from ..vos.labels import MAX_OBJECTS
 from .errors import MediaError
 from .frames import FrameSource, open_frames
-from .masks import MAX_OBJECTS, MaskSet, read_masks
+from .masks import MaskSet, read_masks
+from .prompts import PromptFile, object_ids
 
 
 @dataclass
 class InputSummary:
     frames: FrameSource
-    masks: MaskSet
-    assignment: dict[int, str]  # frame index -> mask key
-    object_ids: list[int]
+    prompts: MaskSet | PromptFile
+    schedule: dict[int, str | int]  # frame index -> key of its prompts in `prompts`
+    object_ids: list[int]  # every object some prompt starts or corrects, sorted
     palette: bytes | None
     size: tuple[int, int]  # (H,W)
 
@@ -26,23 +26,30 @@ class InputSummary:
         return self.frames.count
 
 
+def read_prompts(path: str | Path) -> MaskSet | PromptFile:
+    """Masks as a PNG, a folder or zip of PNGs named after frames, or a JSON prompts file."""
+    p = Path(path)
+    if p.suffix.lower() == ".json" or (p.is_file() and p.read_bytes()[:1] in (b"{", b"[")):
+        if not p.is_file():
+            raise MediaError(f"{p}: no such file")
+        return PromptFile(p)
+    return read_masks(p)
+
+
 def inspect_inputs(video: str | Path, masks: str | Path) -> InputSummary:
-    """Open both inputs, read every mask once (one at a time) and check that they fit together."""
+    """Open both inputs, read every prompt once (one frame at a time) and check that they fit together."""
     frames = open_frames(video)
-    mask_set = read_masks(masks)
-    assignment = mask_set.assign(frames.names, frames.count)
-    ids: set[int] = set()
-    palette = None
-    for n, (_, key) in enumerate(sorted(assignment.items())):
-        labels, pal = mask_set.load(key)
-        if labels.shape != frames.size:
-            raise MediaError(f"mask {key}.png is {labels.shape[1]}x{labels.shape[0]}, the frames are "
-                             f"{frames.size[1]}x{frames.size[0]}")
-        if n == 0:
-            palette = pal
-        ids.update(int(i) for i in np.unique(labels) if i)
+    prompts = read_prompts(masks)
+    schedule = prompts.assign(frames.names, frames.count)
+    per_frame = []
+    for f, key in sorted(schedule.items()):
+        objs = prompts.frame_prompts(key)
+        for i, p in objs.items():
+            p.check(frames.size, f"{Path(masks).name}: frame {f}, object {i}")
+        per_frame.append(objs)
+    ids = object_ids(per_frame)
     if not ids:
         raise MediaError("the masks contain no object (every pixel is background or void)")
     if len(ids) > MAX_OBJECTS:
         raise MediaError(f"the masks name {len(ids)} objects; at most {MAX_OBJECTS} are supported")
-    return InputSummary(frames, mask_set, assignment, sorted(ids), palette, frames.size)
+    return InputSummary(frames, prompts, schedule, sorted(ids), prompts.palette(), frames.size)

@@ -15,11 +15,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..vos.labels import MAX_OBJECTS, VOID
 from .archive import is_zip, read_entry, zip_members
 from .errors import MediaError, UnsupportedFormatError
 
-VOID = 255
-MAX_OBJECTS = 255
 MASK_EXTS = {".png"}
 
 
@@ -138,6 +137,13 @@ class MaskSet:
     def palette(self) -> bytes | None:
         """Palette of the first mask, or None when it is grayscale."""
         return self.load(self.keys[0])[1]
+
+    def frame_prompts(self, key: str) -> dict:
+        """The objects of one label PNG as prompts: {id: Prompt} for every id present in it."""
+        from .prompts import Prompt
+
+        labels, _ = self.load(key)
+        return {int(i): Prompt(label_mask=labels == i) for i in np.unique(labels) if i}
 
 
 def read_masks(path: str | Path) -> MaskSet:

@@ -9,9 +9,10 @@ from importlib import import_module
 _EXPORTS = {
     "convert_official": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
     "CheckpointError": "errors", "ModelNotFoundError": "errors", "TrackerInputError": "errors",
-    "VOSError": "errors", "FLOW_NAMES": "flow", "make_flow": "flow", "warp_masks": "flow",
+    "VOSError": "errors", "FLOW_NAMES": "options", "make_flow": "flow", "warp_masks": "flow",
     "AGSSVOS": "network", "PRESETS": "network", "AGSSConfig": "network", "Reference": "network",
-    "build_model": "network", "normalize_objects": "network", "Tracker": "tracker", "network_size": "tracker",
+    "SegmentationModel": "network", "build_model": "network", "normalize_objects": "network",
+    "Tracker": "tracker", "network_size": "tracker", "MAX_OBJECTS": "labels", "DEFAULT_MODEL": "options",
 }
 
 __all__ = sorted(_EXPORTS)

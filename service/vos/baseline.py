@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from .network import Reference
-
-FLOW_ONLY = "flow-only"
+from .options import FLOW_ONLY
 
 
 @dataclass(frozen=True)

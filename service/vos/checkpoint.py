@@ -20,43 +20,55 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .baseline import FLOW_ONLY, FlowOnlyModel
+from .baseline import FlowOnlyModel
 from .errors import CheckpointError, ModelNotFoundError
-from .network import AGSSVOS, PRESETS, AGSSConfig
+from .network import AGSSVOS, PRESETS, AGSSConfig, SegmentationModel
+from .options import DEFAULT_MODEL, FLOW_ONLY
 
 FORMAT = "agss-vos"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
-DEFAULT_MODEL = "agss-lite"
+# Models shipped inside the package (package data, next to this package): the default model.
+BUNDLED_MODELS = Path(__file__).resolve().parent.parent / "models"
+
+__all__ = ["BUNDLED_MODELS", "DEFAULT_MODEL", "convert_official", "load_model", "resolve_model", "save_model"]
 
 
-def models_dir() -> Path:
-    """The model repository: `AGSS_MODELS_DIR`, else the `models/` folder beside the package."""
-    env = os.environ.get("AGSS_MODELS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+def model_dirs(models_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where model names are looked up: the given folder (AGSS_MODELS_DIR), then the bundled models."""
+    return ([Path(models_dir)] if models_dir else []) + [BUNDLED_MODELS]
 
 
-def resolve_model(path_or_name: str | os.PathLike) -> Path:
-    """A path that exists, or the name of a folder in the model repository."""
+def resolve_model(path_or_name: str | os.PathLike, models_dir: str | os.PathLike | None = None) -> Path:
+    """A path that exists, or the name of a folder in a model repository."""
     p = Path(path_or_name)
     if p.exists():
         return p
-    named = models_dir() / str(path_or_name)
-    if p.name == str(path_or_name) and named.exists():
-        return named
+    if p.name == str(path_or_name):
+        for d in model_dirs(models_dir):
+            if (d / p.name).exists():
+                return d / p.name
+    where = " or ".join(str(d) for d in model_dirs(models_dir))
     raise ModelNotFoundError(f"model {str(path_or_name)!r} not found (no such file, and no folder of that "
-                             f"name in {models_dir()})")
+                             f"name in {where})")
 
 
-def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> AGSSVOS:
-    """Load an official `.pth` checkpoint or one of our model folders, in eval mode on `device`.
+def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu",
+               models_dir: str | os.PathLike | None = None, backend: str = "torch") -> SegmentationModel:
+    """Load an official `.pth` checkpoint or one of our model folders, in eval mode on `device`, with its
+    per-frame calls on `backend` ("auto": the fastest installed for the device; service/vos/backends.py).
 
     The name `flow-only` gives the no-network baseline (masks propagated by optical flow alone).
     """
     if str(path_or_name) == FLOW_ONLY and not Path(FLOW_ONLY).exists():
         return FlowOnlyModel().to(device).eval()
-    path = resolve_model(path_or_name)
+    if backend != "torch":
+        from .backends import default_backend, wrap
+
+        model = load_model(path_or_name, device, models_dir)
+        return wrap(model, default_backend(device) if backend == "auto" else backend)
+    path = resolve_model(path_or_name, models_dir)
     if path.is_dir():
         cfg, state = _read_folder(path)
     else:

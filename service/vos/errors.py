@@ -15,3 +15,8 @@ class ModelNotFoundError(CheckpointError):
 
 class TrackerInputError(VOSError, ValueError):
     """Frames or masks the tracker cannot use (wrong size, wrong dtype, too many objects)."""
+
+
+class BackendError(VOSError):
+    """An inference backend or export that cannot be used: an unknown name, a runtime that is not
+    installed, or a model it cannot run."""

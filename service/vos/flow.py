@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-FLOW_NAMES = ("dis", "farneback", "none")
+from .options import FLOW_NAMES
 
 
 class FlowEstimator(Protocol):

@@ -9,6 +9,7 @@ by the full pass and every object pass; only the mask branch `conv1_p` runs per 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from . import effnet
 from .backbone import RESNETS, ResNet
+from .options import PRESET_NAMES
 
 EFFNET = "efficientnet_lite0"
 BACKBONES = (*RESNETS, EFFNET)
@@ -76,6 +78,7 @@ PRESETS: dict[str, AGSSConfig] = {
     # The small default model: ImageNet EfficientNet-Lite0 inputs are scaled to [-1, 1].
     "lite": AGSSConfig(EFFNET, 64, 512, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+assert tuple(PRESETS) == PRESET_NAMES, "service/vos/options.py names the presets for torch-free callers"
 
 
 @dataclass
@@ -83,6 +86,30 @@ class Reference:
     """Encoding of a reference frame with its merged masks: the 1/32 feature `r5` (1,C5,H/32,W/32)."""
 
     r5: torch.Tensor
+
+
+class SegmentationModel(Protocol):
+    """What the Tracker needs of a model: the AGSS-VOS network and the flow-only baseline both are one."""
+
+    @property
+    def config(self) -> AGSSConfig | object:  # has at least `long_side` and `backbone`
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        ...
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H,W,3) uint8 RGB -> (1,3,H,W) network input on the model's device."""
+        ...
+
+    def encode_reference(self, image0: torch.Tensor, masks0: torch.Tensor) -> Reference:
+        """(1,3,H,W), (K,H,W) in [0,1] -> the reference encoding of those objects."""
+        ...
+
+    def object_probs(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
+        """(1,3,H,W), (K,H,W) -> per-object foreground probabilities (K,H,W), not yet normalised."""
+        ...
 
 
 def _conv(cin: int, cout: int, k: int | tuple[int, int] = 3, stride: int = 1) -> nn.Conv2d:
@@ -304,6 +331,17 @@ class AGSSVOS(nn.Module):
 
     def forward(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
         return normalize_objects(self.object_probs(image, warped_prev, ref), differentiable=self.training)
+
+    # Encoder parts that come from an ImageNet classifier (the rest, including conv1_p, is new).
+    _PRETRAINED = ("Encoder.conv_stem", "Encoder.bn0", "Encoder.blocks", "Encoder.conv1.", "Encoder.bn1",
+                   "Encoder.res")
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(pretrained encoder trunk, new parts): training gives the trunk a lower learning rate."""
+        pretrained, new = [], []
+        for name, p in self.named_parameters():
+            (pretrained if name.startswith(self._PRETRAINED) else new).append(p)
+        return pretrained, new
 
 
 def _check_sizes(image: torch.Tensor, masks: torch.Tensor) -> None:

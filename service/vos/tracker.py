@@ -1,20 +1,39 @@
-"""Per-video inference: one network pass per frame for all objects, O(1) memory in video length."""
+"""Per-video inference: one network pass per frame for all objects, O(1) memory in video length.
+
+The tracker is a state machine over frames. On any frame, masks may be given for any objects:
+- an id not seen before starts being tracked there;
+- an id already tracked is corrected: its prediction on that frame becomes the given mask, and its
+  reference is re-encoded from that frame (it joins the new group, like an object that starts later);
+- an empty mask removes the object from that frame on (it comes back only with a new mask).
+Objects without a mask on that frame keep their state. Objects that start on the same frame share one
+reference encoding (a group), as in the official inference.
+
+Its state (`state_dict`) is everything needed to continue: object ids, groups with their reference
+encodings, the previous soft masks (kept in float16 precision throughout, so a restored tracker gives
+exactly the labels of one that never stopped) and small greyscale image, the event detector, the
+frame counter. `Tracker.from_state(model, state)` resumes; `dumps`/`loads` turn it into bytes.
+"""
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import TrackerInputError
+from .events import EventDetector
 from .flow import FlowEstimator, make_flow, warp_masks
-from .network import AGSSVOS, Reference, normalize_objects
+from .labels import MAX_OBJECTS
+from .network import Reference, SegmentationModel, normalize_objects
 
-MAX_OBJECTS = 255
+STATE_FORMAT = "agss-tracker"
+STATE_VERSION = 1
+Masks = Mapping[int, np.ndarray]  # object id -> (H,W) bool mask at input size; empty removes the object
 
 
 def network_size(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -25,22 +44,26 @@ def network_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     return (max(32, int(round(height * scale / 32)) * 32), max(32, int(round(width * scale / 32)) * 32))
 
 
-def resize_masks(labels: np.ndarray, ids: list[int], size: tuple[int, int]) -> np.ndarray:
-    """Label map (H,W) -> soft masks (K,h,w) float32 for the given ids (area-averaged)."""
+def resize_masks(masks: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Binary masks, each (H,W) -> soft masks (K,h,w) float32 (area-averaged)."""
     h, w = size
-    out = np.empty((len(ids), h, w), np.float32)
-    for i, obj in enumerate(ids):
-        out[i] = cv2.resize((labels == obj).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    out = np.empty((len(masks), h, w), np.float32)
+    for i, m in enumerate(masks):
+        out[i] = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     return out
+
+
+def masks_from_labels(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Label map (H,W) -> {id: (H,W) bool} for every id present (0 is background)."""
+    return {int(i): labels == i for i in np.unique(labels) if i != 0}
 
 
 @dataclass
 class _Group:
-    """Objects whose first mask was given on the same frame share one reference encoding."""
+    """Objects whose masks were given on the same frame share one reference encoding."""
 
     ref: Reference
-    start: int  # index of the group's first object in the tracker's object list
-    stop: int
+    ids: list[int]
 
 
 class Tracker:
@@ -49,30 +72,39 @@ class Tracker:
         tracker = Tracker(model, flow="dis")
         labels = tracker.step(frame_rgb_uint8, new_masks=first_labels)   # (H,W) uint8 object ids
         labels = tracker.step(next_frame)
+        tracker.scores, tracker.events                                     # of the last step
 
-    `new_masks` is a label map (H,W) of objects that start on this frame (0 is background). Ids are
-    kept as given; an id that is already tracked is ignored there (its first mask is the one used).
-    Only the previous frame's small greyscale image and soft masks are kept between steps.
+    `new_masks` is a label map (H,W) (every id present gets that mask) or {id: (H,W) bool mask}
+    (where an empty mask removes the object). Ids are kept as given.
     """
 
-    def __init__(self, model: AGSSVOS, flow: str | FlowEstimator = "dis", long_side: int | None = None):
+    def __init__(self, model: SegmentationModel, flow: str | FlowEstimator = "dis", long_side: int | None = None):
         self.model = model
         self.flow = make_flow(flow) if isinstance(flow, str) else flow
         self.long_side = long_side or model.config.long_side
         network_size(32, 32, self.long_side)  # validates long_side early
-        self.ids: list[int] = []
+        self.ids: list[int] = []  # every object ever given, in order of first appearance
         self._groups: list[_Group] = []
-        self._prev_probs: torch.Tensor | None = None  # (K,h,w) normalised soft masks
+        self._prev_probs: torch.Tensor | None = None  # (K,h,w), K = tracked objects in group order
         self._prev_gray: np.ndarray | None = None
+        self._events = EventDetector()
         self.input_size: tuple[int, int] | None = None
         self.net_size: tuple[int, int] | None = None
         self.frames_seen = 0
+        self.scores: dict[int, float] = {}  # last step: every id, 0 for objects not tracked there
+        self.events: list[dict] = []  # last step
         self.timings: dict[str, float] = {"flow": 0.0, "network": 0.0}  # seconds, last step
 
     @property
-    def num_objects(self) -> int:
-        return len(self.ids)
+    def tracked(self) -> list[int]:
+        """Ids being tracked, in the order of the soft masks (group by group)."""
+        return [i for g in self._groups for i in g.ids]
 
+    @property
+    def num_objects(self) -> int:
+        return len(self.tracked)
+
+    # -- inputs ----------------------------------------------------------------------------------------
     def _check_frame(self, frame: np.ndarray) -> None:
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise TrackerInputError("frame must be an RGB uint8 array of shape (H,W,3)")
@@ -83,66 +115,166 @@ class Tracker:
             raise TrackerInputError(f"frame {self.frames_seen} is {frame.shape[1]}x{frame.shape[0]}, earlier frames "
                                     f"were {self.input_size[1]}x{self.input_size[0]}")
 
-    def _new_ids(self, new_masks: np.ndarray | None) -> list[int]:
+    def _prompts(self, new_masks: np.ndarray | Masks | None) -> dict[int, np.ndarray]:
         if new_masks is None:
-            return []
-        if new_masks.shape != self.input_size:
-            raise TrackerInputError(f"mask is {new_masks.shape[1]}x{new_masks.shape[0]}, frame is "
-                                    f"{self.input_size[1]}x{self.input_size[0]}")
-        ids = [int(i) for i in np.unique(new_masks) if i != 0 and int(i) not in self.ids]
-        if len(self.ids) + len(ids) > MAX_OBJECTS:
+            return {}
+        H, W = self.input_size
+        if isinstance(new_masks, np.ndarray):
+            if new_masks.shape != (H, W):
+                raise TrackerInputError(f"mask is {new_masks.shape[-1]}x{new_masks.shape[0]}, frame is {W}x{H}")
+            new_masks = masks_from_labels(new_masks)
+        out = {}
+        for i, m in sorted(new_masks.items()):
+            if not 1 <= int(i) <= MAX_OBJECTS:
+                raise TrackerInputError(f"object ids must be 1..{MAX_OBJECTS}, got {i}")
+            if not isinstance(m, np.ndarray) or m.ndim != 2:
+                raise TrackerInputError(f"the mask of object {i} must be an (H,W) array")
+            if m.shape != (H, W):
+                raise TrackerInputError(f"mask of object {i} is {m.shape[1]}x{m.shape[0]}, frame is {W}x{H}")
+            out[int(i)] = m.astype(bool, copy=False)
+        if len(set(self.ids) | {i for i, m in out.items() if m.any()}) > MAX_OBJECTS:
             raise TrackerInputError(f"at most {MAX_OBJECTS} objects can be tracked")
-        if any(i > MAX_OBJECTS for i in ids):
-            raise TrackerInputError(f"object ids must be 1..{MAX_OBJECTS}")
-        return ids
+        return out
 
+    # -- one frame ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, frame: np.ndarray, new_masks: np.ndarray | None = None) -> np.ndarray:
-        """frame (H,W,3) uint8 RGB, new_masks (H,W) int ids or None -> labels (H,W) uint8."""
+    def step(self, frame: np.ndarray, new_masks: np.ndarray | Masks | None = None) -> np.ndarray:
+        """frame (H,W,3) uint8 RGB, masks given on this frame -> labels (H,W) uint8."""
         self._check_frame(frame)
-        new_ids = self._new_ids(new_masks)
+        prompts = self._prompts(new_masks)
         h, w = self.net_size
         small = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         image = None
 
+        tracked = self.tracked
         probs = self._prev_probs
         t_flow = t0 = time.perf_counter()
-        if probs is not None and probs.shape[0]:
+        if tracked:
             image = self.model.preprocess(small)
             flow = self.flow(gray, self._prev_gray)
             t_flow = time.perf_counter()
             warped = warp_masks(probs, flow)
-            raw = torch.cat([self.model.object_probs(image, warped[g.start:g.stop], g.ref) for g in self._groups])
-            probs = normalize_objects(raw)
+            raw, s = [], 0
+            for g in self._groups:
+                raw.append(self.model.object_probs(image, warped[s:s + len(g.ids)], g.ref))
+                s += len(g.ids)
+            probs = normalize_objects(torch.cat(raw))
 
-        labels = self._labels(probs)
-        if new_ids:
+        given = [i for i, m in prompts.items() if m.any()]
+        started = {i for i in given if i not in self.ids}
+        corrected = {i for i in given if i in self.ids}
+        removed = {i for i, m in prompts.items() if not m.any() and i in tracked}
+        if prompts:  # prompted objects leave their groups (and their predictions are dropped)
+            keep = [k for k, i in enumerate(tracked) if i not in prompts]
+            self._groups = [g for g in (_Group(g.ref, [i for i in g.ids if i not in prompts]) for g in self._groups)
+                            if g.ids]
+            probs = probs[keep] if probs is not None and keep else None
+            tracked = self.tracked
+        # The frame's labels: the predictions of the objects without a prompt, then the given masks, exact at
+        # input resolution (a later id wins where given masks overlap).
+        labels, small_labels = self._labels(probs, tracked)
+        for i in given:
+            labels[prompts[i]] = i
+        if probs is not None:
+            probs = probs.half().float()  # the precision a saved state keeps: a restored tracker matches
+        self.scores = self._scores(probs, small_labels, tracked)
+        if given:  # the given objects form a new group, encoded on this frame
             image = self.model.preprocess(small) if image is None else image
-            new = torch.from_numpy(resize_masks(new_masks, new_ids, (h, w))).to(self.model.device)
-            self._groups.append(_Group(self.model.encode_reference(image, new), len(self.ids),
-                                       len(self.ids) + len(new_ids)))
-            if probs is not None and probs.shape[0]:
-                # Given masks win over predictions where they overlap.
-                probs = torch.cat([probs * (1 - new.max(dim=0).values), new])
-            else:
-                probs = new
-            self.ids += new_ids
-            given = np.isin(new_masks, new_ids)
-            labels[given] = new_masks[given]
-
-        self._prev_probs, self._prev_gray = probs, gray
+            soft = torch.from_numpy(resize_masks([prompts[i] for i in given], (h, w))).to(self.model.device)
+            self._groups.append(_Group(self.model.encode_reference(image, soft), given))
+            # Given masks win over predictions where they overlap.
+            probs = soft if probs is None else torch.cat([probs * (1 - soft.max(dim=0).values), soft])
+            probs = probs.half().float()
+            self.ids += [i for i in given if i not in self.ids]
+            self.scores.update(dict.fromkeys(given, 1.0))
+        tracked = self.tracked
+        areas = np.bincount(labels.ravel(), minlength=MAX_OBJECTS + 2)
+        self.events = self._events.update({i: int(areas[i]) for i in tracked}, self.scores, started, corrected,
+                                          removed)
+        self._prev_probs, self._prev_gray = (probs if tracked else None), gray
         self.frames_seen += 1
         self.timings = {"flow": t_flow - t0, "network": time.perf_counter() - t_flow}
         return labels
 
-    def _labels(self, probs: torch.Tensor | None) -> np.ndarray:
-        """Soft masks (K,h,w) -> label map (H,W) at input size: argmax over background and objects."""
+    def _labels(self, probs: torch.Tensor | None, tracked: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Soft masks (K,h,w) -> label map (H,W) at input size, and the argmax index map (h,w) at network
+        size (0 background, k+1 object k), by the argmax over background and objects.
+
+        Upsampled with OpenCV (bilinear, half-pixel centres, as torch's interpolate without corners) in
+        chunks of at most 64 channels: several times faster than torch for this one call."""
         H, W = self.input_size
-        if probs is None or probs.shape[0] == 0:
-            return np.zeros((H, W), np.uint8)
-        full = F.interpolate(probs.unsqueeze(0), size=(H, W), mode="bilinear", align_corners=False)[0]
-        bg = 1 - full.sum(dim=0, keepdim=True)
-        idx = torch.cat([bg, full]).argmax(dim=0).cpu().numpy()
-        lut = np.array([0] + self.ids, np.uint8)
-        return lut[idx]
+        if probs is None or not tracked:
+            return np.zeros((H, W), np.uint8), None
+        small = torch.cat([1 - probs.sum(dim=0, keepdim=True), probs])  # (K+1,h,w)
+        maps = small.permute(1, 2, 0).contiguous().cpu().numpy()  # (h,w,K+1)
+        best = np.full((H, W), -np.inf, np.float32)
+        idx = np.zeros((H, W), np.intp)
+        for c0 in range(0, maps.shape[2], 64):
+            up = cv2.resize(maps[:, :, c0:c0 + 64], (W, H), interpolation=cv2.INTER_LINEAR)
+            up = up.reshape(H, W, -1)  # (H,W,c): one channel comes back as (H,W)
+            arg = up.argmax(axis=2)
+            val = np.take_along_axis(up, arg[..., None], axis=2)[..., 0]
+            better = val > best  # earlier channels win ties, as argmax over all channels would
+            best = np.where(better, val, best)
+            idx = np.where(better, arg + c0, idx)
+        lut = np.array([0] + tracked, np.uint8)
+        return lut[idx], small.argmax(dim=0)
+
+    def _scores(self, probs: torch.Tensor | None, small_labels: torch.Tensor | None,
+                tracked: list[int]) -> dict[int, float]:
+        """Mean probability inside each predicted object's mask (at network size); 0 when empty or not tracked."""
+        scores = dict.fromkeys(self.ids, 0.0)
+        if probs is None or small_labels is None:
+            return scores
+        for k, i in enumerate(tracked):
+            inside = small_labels == k + 1
+            n = int(inside.sum())
+            scores[i] = round(float(probs[k][inside].sum()) / n, 4) if n else 0.0
+        return scores
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue, as tensors and plain values (CPU), O(objects) in size."""
+        return {
+            "format": STATE_FORMAT, "version": STATE_VERSION, "flow": self.flow.name, "long_side": self.long_side,
+            "ids": list(self.ids), "frames_seen": self.frames_seen,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "net_size": list(self.net_size) if self.net_size else None,
+            "groups": [{"ids": list(g.ids), "r5": g.ref.r5.detach().cpu()} for g in self._groups],
+            "prev_probs": None if self._prev_probs is None else self._prev_probs.detach().half().cpu(),
+            "prev_gray": None if self._prev_gray is None else torch.from_numpy(self._prev_gray.copy()),
+            "events": self._events.state_dict(),
+        }
+
+    @classmethod
+    def from_state(cls, model: SegmentationModel, state: dict, flow: str | FlowEstimator | None = None) -> Tracker:
+        """A tracker that continues where the one that saved `state` stopped."""
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise TrackerInputError(f"not a tracker state of version {STATE_VERSION}")
+        t = cls(model, flow=flow or state["flow"], long_side=state["long_side"])
+        dev = model.device
+        t.ids = [int(i) for i in state["ids"]]
+        t.frames_seen = int(state["frames_seen"])
+        t.input_size = tuple(state["input_size"]) if state["input_size"] else None
+        t.net_size = tuple(state["net_size"]) if state["net_size"] else None
+        t._groups = [_Group(Reference(g["r5"].to(dev)), [int(i) for i in g["ids"]]) for g in state["groups"]]
+        t._prev_probs = None if state["prev_probs"] is None else state["prev_probs"].to(dev).float()
+        t._prev_gray = None if state["prev_gray"] is None else state["prev_gray"].numpy().copy()
+        t._events.load_state_dict(state["events"])
+        return t
+
+
+def dumps(state: dict) -> bytes:
+    """A tracker state as bytes (a torch archive of tensors and plain values)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def loads(data: bytes) -> dict:
+    """Bytes from `dumps` -> state; loaded with weights_only=True, so it can never run code."""
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable state is one typed error
+        raise TrackerInputError(f"unreadable tracker state ({type(e).__name__})") from None

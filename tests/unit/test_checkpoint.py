@@ -65,14 +65,17 @@ def test_wrong_tensors_are_a_clear_error(tmp_path):
         load_model(path)
 
 
-def test_folder_errors_and_names(tmp_path, small_model_dir, monkeypatch):
+def test_folder_errors_and_names(tmp_path, small_model_dir):
     with pytest.raises(ModelNotFoundError):
         load_model("no-such-model")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="model.json"):
         load_model(tmp_path / "empty")
-    monkeypatch.setenv("AGSS_MODELS_DIR", str(small_model_dir.parent))
-    assert load_model("tiny").config.backbone == "resnet18"
+    with pytest.raises(ModelNotFoundError):
+        load_model("tiny")  # not in the bundled models
+    # a models folder (AGSS_MODELS_DIR) is looked up first, then the bundled models
+    assert load_model("tiny", models_dir=small_model_dir.parent).config.backbone == "resnet18"
+    assert load_model("agss-lite", models_dir=small_model_dir.parent).config.backbone == "efficientnet_lite0"
 
 
 def test_infer_config_for_small_backbones(small_model_dir):

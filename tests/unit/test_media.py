@@ -65,12 +65,19 @@ def test_rgb_mask_and_garbage_are_rejected():
         read_label_png(_jpg(np.zeros((4, 4, 3), np.uint8)))
 
 
-def test_sixteen_bit_mask_with_256_objects_is_refused():
-    lab = np.arange(1, 257, dtype=np.uint16).reshape(16, 16)
+def _png16(lab: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(lab).save(buf, format="PNG")
-    with pytest.raises(MediaError, match="at most 255"):
-        read_label_png(buf.getvalue())
+    Image.fromarray(lab.astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_sixteen_bit_masks_hold_at_most_254_objects():
+    with pytest.raises(MediaError, match="at most 254"):
+        read_label_png(_png16(np.arange(1, 257).reshape(16, 16)))
+    with pytest.raises(MediaError, match="ids 1..254"):
+        read_label_png(_png16(np.array([[0, 255]])))  # 255 is void in every label PNG, never an object
+    labels, _ = read_label_png(_png16(np.array([[0, 3], [254, 7]])))
+    assert labels.tolist() == [[0, 3], [254, 7]]
 
 
 def _frames_zip(path, names, size=(24, 32)):
@@ -157,7 +164,7 @@ def test_inspect_inputs_checks(tmp_path):
     lab2[10:20, 10:20] = 9
     (masks / "00002.png").write_bytes(encode_label_png(lab2))
     s = inspect_inputs(d, masks)
-    assert s.object_ids == [4, 9] and s.assignment == {0: "00000", 2: "00002"}
+    assert s.object_ids == [4, 9] and s.schedule == {0: "00000", 2: "00002"}
     (masks / "nope.png").write_bytes(encode_label_png(lab2))
     with pytest.raises(MediaError, match="names no frame"):
         inspect_inputs(d, masks)

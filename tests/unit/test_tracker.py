@@ -45,11 +45,126 @@ def test_objects_that_appear_later_get_their_own_reference(model):
     assert not t.step(_frame()).any()  # no object yet: all background
     t.step(_frame(seed=1), _labels(boxes=[(1, (5, 25, 5, 30))]))
     t.step(_frame(seed=2))
-    t.step(_frame(seed=3), _labels(boxes=[(2, (30, 55, 40, 70)), (1, (0, 5, 0, 5))]))
-    assert t.ids == [1, 2]  # id 1 given again is ignored, id 2 starts a second group
-    assert [(g.start, g.stop) for g in t._groups] == [(0, 1), (1, 2)]
+    t.step(_frame(seed=3), _labels(boxes=[(2, (30, 55, 40, 70))]))
+    assert t.ids == [1, 2] and [g.ids for g in t._groups] == [[1], [2]]
     out = t.step(_frame(seed=4))
     assert set(np.unique(out)) <= {0, 1, 2}
+
+
+def test_a_later_mask_of_a_tracked_object_is_a_correction(model):
+    t = Tracker(model, flow="none", long_side=128)
+    t.step(_frame(), _labels(boxes=[(3, (5, 25, 5, 30)), (7, (30, 55, 40, 70))]))
+    t.step(_frame(seed=1))
+    old_ref = t._groups[0].ref.r5.clone()
+    fix = np.zeros((60, 100), bool)
+    fix[40:58, 5:20] = True  # object 3 is somewhere else now
+    out = t.step(_frame(seed=2), {3: fix})
+    assert np.array_equal(out == 3, fix)  # the correction is the prediction on its frame
+    assert [g.ids for g in t._groups] == [[7], [3]]  # 3 re-encoded in a group of its own; 7 keeps its state
+    assert torch.equal(t._groups[0].ref.r5, old_ref)
+    assert t.events == [{"type": "corrected", "id": 3}] and t.scores[3] == 1.0
+    # With the flow-only model (masks carried by the flow alone) later frames follow the correction exactly.
+    f = Tracker(load_model("flow-only"), flow="none", long_side=128)
+    f.step(_frame(), _labels(boxes=[(3, (5, 25, 5, 30)), (7, (30, 55, 40, 70))]))
+    f.step(_frame(seed=1), {3: fix})
+    after = f.step(_frame(seed=2))
+    assert np.array_equal(after == 3, fix) and np.array_equal(after == 7, _labels(boxes=[(7, (30, 55, 40, 70))]) == 7)
+
+
+def test_an_empty_mask_removes_the_object_until_it_is_given_again():
+    t = Tracker(load_model("flow-only"), flow="none", long_side=128)
+    t.step(_frame(), _labels(boxes=[(3, (5, 25, 5, 30)), (7, (30, 55, 40, 70))]))
+    out = t.step(_frame(seed=1), {3: np.zeros((60, 100), bool)})
+    assert not (out == 3).any() and t.tracked == [7] and t.ids == [3, 7]
+    assert t.events == [{"type": "removed", "id": 3}] and t.scores[3] == 0.0
+    for s in range(2, 5):
+        assert not (t.step(_frame(seed=s)) == 3).any()
+    again = _labels(boxes=[(3, (10, 20, 10, 20))]) == 3
+    assert np.array_equal(t.step(_frame(seed=5), {3: again}) == 3, again)
+    assert t.tracked == [7, 3] and t.events == [{"type": "corrected", "id": 3}]
+
+
+def test_scores_and_lost_and_reappeared_events(model):
+    from service.vos.network import Reference
+
+    class Scripted:
+        """A model whose object probabilities are set by the test, frame by frame."""
+
+        config = model.config
+        device = torch.device("cpu")
+        next_probs: torch.Tensor | None = None
+
+        def preprocess(self, rgb):
+            return torch.zeros(1, 3, *rgb.shape[:2])
+
+        def encode_reference(self, image, masks):
+            return Reference(torch.zeros(1, 1, 1, 1))
+
+        def object_probs(self, image, warped, ref):
+            return self.next_probs
+
+    m = Scripted()
+    t = Tracker(m, flow="none", long_side=128)
+    t.step(_frame(), _labels(boxes=[(4, (0, 30, 0, 50))]))
+    h, w = t.net_size
+    p = torch.zeros(1, h, w)
+    p[0, : h // 2, : w // 2] = 0.9
+    m.next_probs = p
+    t.step(_frame(seed=1))
+    assert t.events == [] and 0.95 < t.scores[4] < 1  # 0.9 before the normalisation across objects
+    m.next_probs = torch.zeros(1, h, w)
+    assert not t.step(_frame(seed=2)).any()
+    assert t.events == [{"type": "lost", "id": 4, "score": 0.0}]
+    m.next_probs = p.clone()
+    t.step(_frame(seed=3))
+    assert [e["type"] for e in t.events] == ["reappeared"]
+    big = torch.zeros(1, h, w)
+    big[0] = 0.9
+    m.next_probs = big
+    t.step(_frame(seed=4))
+    assert [e["type"] for e in t.events] == ["area_jump"] and t.events[0]["ratio"] > 2
+
+
+def test_a_restored_tracker_gives_the_same_labels_as_one_that_never_stopped(model):
+    from service.vos.tracker import dumps, loads
+
+    frames = [_frame(seed=s) for s in range(12)]
+    first = _labels(boxes=[(3, (5, 25, 5, 30)), (12, (30, 55, 40, 70))])
+    later = {5: _labels(boxes=[(5, (35, 58, 75, 95))]) == 5, 3: _labels(boxes=[(3, (8, 28, 8, 33))]) == 3}
+
+    def run(stop_at: int | None) -> tuple[list[np.ndarray], list]:
+        t = Tracker(model, flow="dis", long_side=128)
+        out, events = [], []
+        for i, f in enumerate(frames):
+            if i == stop_at:
+                state = loads(dumps(t.state_dict()))
+                t = Tracker.from_state(model, state)
+            out.append(t.step(f, first if i == 0 else later if i == 5 else None))
+            events.append((t.events, t.scores))
+        return out, events
+
+    straight, ev_straight = run(None)
+    for stop in (1, 5, 9):
+        resumed, ev_resumed = run(stop)
+        assert all(np.array_equal(a, b) for a, b in zip(straight, resumed, strict=True)), stop
+        assert ev_resumed == ev_straight
+
+
+def test_state_is_compact_and_refuses_anything_else(model):
+    from service.vos.tracker import dumps, loads
+
+    t = Tracker(model, flow="dis", long_side=128)
+    t.step(_frame(), _labels(boxes=[(1, (5, 25, 5, 30))]))
+    state = t.state_dict()
+    assert state["prev_probs"].dtype == torch.float16 and state["prev_gray"].dtype == torch.uint8
+    small = len(dumps(state))
+    for s in range(1, 20):
+        t.step(_frame(seed=s))
+    assert abs(len(dumps(t.state_dict())) - small) < 512  # O(objects), not O(frames)
+    with pytest.raises(TrackerInputError):
+        loads(b"not a state")
+    with pytest.raises(TrackerInputError):
+        Tracker.from_state(model, {"format": "something else"})
 
 
 def test_vanishing_object_is_not_an_error(model):
@@ -74,7 +189,7 @@ def test_bad_frames_and_masks(model):
 
 def _held_bytes(t: Tracker) -> int:
     total = t._prev_probs.numel() * 4 + t._prev_gray.nbytes
-    return total + sum(g.ref.r5.numel() * 4 for g in t._groups)
+    return total + sum(g.ref.r5.numel() * 4 for g in t._groups) + len(t._events.state_dict())
 
 
 def test_state_does_not_grow_with_video_length(model):
