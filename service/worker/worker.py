@@ -1,36 +1,28 @@
-"""The worker process: load the model once, then claim jobs one at a time and publish every frame.
-
-Delivery is at least once (a Redis consumer group); exactly-once publication per frame index comes
-from the broker's scripts (frame i can only be appended when i frames exist, and only by the owner).
-A job taken over from a dead worker is replayed from frame 0 without publishing, to rebuild the
-tracker's state, and published from the first missing frame on.
-"""
+"""The worker process: load the model once, then claim jobs and live sessions one at a time from Redis,
+run them (worker/jobs.py, worker/sessions.py), hand them back on SIGTERM, renew their lease meanwhile."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import tempfile
 import threading
 import time
-from pathlib import Path
 
+import redis
 import torch
 
 from ..config import Settings
 from ..errors import classify
-from ..jobs.broker import Claim, WorkerQueue
-from ..jobs.model import ENDED, Job
-from ..media.inputs import inspect_inputs
-from ..media.rle import frame_objects
-from ..pipeline import track
-from ..vos import Tracker, load_model
+from ..jobs.queue import Claim, WorkerQueue
+from ..jobs.records import JobStatus, Kind
+from ..vos.checkpoint import load_model
+from ..vos.network import SegmentationModel
+from .jobs import run_job
+from .run import Abort, Run
+from .sessions import run_session
 
 log = logging.getLogger("agss.worker")
-
-
-class _Abort(Exception):
-    """The current job must stop here: cancelled, taken over, or handed back on shutdown."""
+SWEEP_SECONDS = 600
 
 
 class Worker:
@@ -40,20 +32,21 @@ class Worker:
         self.id = self.queue.worker_id
         self.device = torch.device(settings.device)
         self.stop = threading.Event()
-        self._models: dict[str, torch.nn.Module] = {}
+        self._models: dict[str, SegmentationModel] = {}
         self._current: Claim | None = None
         self._abort_reason: str | None = None
         self._jobs_done = 0
         # Loaded before anything is claimed: a worker that cannot load its model takes no job.
         self.model_for(settings.model)
 
-    def model_for(self, name: str) -> torch.nn.Module:
+    def model_for(self, name: str) -> SegmentationModel:
         """The worker's model, or another one named by a job (kept loaded: at most two)."""
         if name not in self._models:
             t0 = time.monotonic()
             if len(self._models) >= 2:
                 self._models.pop(next(k for k in self._models if k != self.settings.model))
-            self._models[name] = load_model(name, device=self.device)
+            self._models[name] = load_model(name, device=self.device, models_dir=self.settings.models_dir,
+                                            backend=self.settings.backend)
             log.info("model loaded", extra={"worker_id": self.id, "duration_s": round(time.monotonic() - t0, 2)})
         return self._models[name]
 
@@ -72,14 +65,30 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
         beat.start()
         log.info("ready", extra={"worker_id": self.id})
+        next_sweep = 0.0
         try:
             while not self.stop.is_set():
-                claim = self.queue.claim(block_ms=1000)
-                if claim:
-                    self.process(claim)
+                try:
+                    if time.monotonic() > next_sweep:
+                        self._sweep_inputs()
+                        next_sweep = time.monotonic() + SWEEP_SECONDS
+                    claim = self.queue.claim(block_ms=1000)
+                    if claim:
+                        self.process(claim)
+                except redis.RedisError as e:  # Redis restarting: wait for it, as the API answers 503 meanwhile
+                    log.warning("redis unavailable: %s", e, extra={"worker_id": self.id})
+                    self.stop.wait(1.0)
         finally:
             self.queue.leave()
             log.info("stopped", extra={"worker_id": self.id})
+
+    def _sweep_inputs(self) -> None:
+        """Local input folders of jobs that expired unprocessed (nobody else deletes them)."""
+        sweep = getattr(self.queue.inputs, "sweep", None)
+        if sweep:
+            n = sweep(lambda job_id: self.queue.alive(job_id))
+            if n:
+                log.info("removed %d expired input folders", n, extra={"worker_id": self.id})
 
     def _beat(self) -> None:
         gpu = torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
@@ -94,43 +103,57 @@ class Worker:
                 self._beat()
                 claim = self._current
                 if claim is not None:
-                    status = self.queue.renew(claim)
-                    if status == "lost" or status in ENDED:
-                        self._abort_reason = "lost" if status == "lost" else status
+                    out = self.queue.renew(claim)
+                    if not out.ok:
+                        self._abort_reason = out.kind  # lost, missing
+                    elif out.status.ended:
+                        self._abort_reason = out.status.value  # cancelled
             except Exception:  # noqa: BLE001 - a missed beat must not kill the thread
                 log.warning("heartbeat failed", exc_info=True, extra={"worker_id": self.id})
 
-    # -- one job ---------------------------------------------------------------------------------------
+    # -- one job or session ----------------------------------------------------------------------------
     def process(self, claim: Claim) -> None:
         ctx = {"job_id": claim.job_id, "worker_id": self.id, "attempt": claim.deliveries}
-        if claim.deliveries > self.settings.max_attempts:
-            reason = f"gave up after {claim.deliveries - 1} attempts (workers stopped while running it)"
+        started = self.queue.start(claim)
+        if started.kind == "exhausted":
+            reason = (f"gave up after {int(started.value) - 1} attempts in a row without progress (workers "
+                      "stopped while running it)")
             self.queue.dead_letter(claim, reason)
             log.error("dead-lettered: %s", reason, extra=ctx)
             return
-        state = self.queue.start(claim)
-        if state != "ok":
-            log.info("skipped: job is %s", state, extra=ctx)
+        if not started.ok:  # ended, expired, or parked until its key has a free running slot
+            log.info("not started: %s", started, extra=ctx)
             return
         self._current, self._abort_reason = claim, None
+        run = Run(claim, self.queue, self.settings, self.stop, self.model_for, lambda: self._abort_reason)
         t0 = time.monotonic()
         try:
             job = self.queue.get(claim.job_id)
-            log.info("job started", extra={**ctx, "frame": job.frames_done})
-            n = self._run_job(claim, job)
-            res = self.queue.finish(claim, "succeeded", frames_total=n)
+            log.info("%s started", job.kind, extra={**ctx, "frame": job.frames_done})
+            if job.kind == Kind.SESSION:
+                n, ended_by = run_session(run, job)
+                res = self.queue.finish(claim, JobStatus.SUCCEEDED, frames_total=n, ended_by=ended_by)
+            else:
+                n = run_job(run, job)
+                res = self.queue.finish(claim, JobStatus.SUCCEEDED, frames_total=n)
+                self.queue.delete_inputs(claim.job_id)
             dt = time.monotonic() - t0
-            log.info("job %s", "succeeded" if res == "ok" else f"not finished ({res})",
+            log.info("%s %s", job.kind, "succeeded" if res.ok else f"not finished ({res})",
                      extra={**ctx, "status": "succeeded", "duration_s": round(dt, 2), "fps": round(n / dt, 2)})
             self._jobs_done += 1
-        except _Abort as e:
+        except Abort as e:
             reason = str(e)
             if reason == "shutdown":
                 log.info("handed back: %s", self.queue.handback(claim), extra=ctx)
             else:
-                if reason != "lost":  # cancelled or otherwise ended: nobody needs the entry any more
+                if reason != "lost":  # cancelled or otherwise ended: nobody needs the entry or the inputs
                     self.queue.ack(claim)
-                log.info("job stopped: %s", reason, extra=ctx)
+                    self.queue.delete_inputs(claim.job_id)
+                log.info("stopped: %s", reason, extra=ctx)
+        except redis.RedisError:
+            # Redis is gone for longer than the client's retries: the job is not the job's fault. It stays
+            # running in Redis; after the lease this or another worker resumes it from its checkpoint.
+            raise
         except Exception as e:  # noqa: BLE001 - one job's failure must not end the worker
             spec = classify(e)
             if isinstance(e, torch.cuda.OutOfMemoryError):
@@ -141,38 +164,8 @@ class Worker:
             else:
                 code, msg = "internal", f"{type(e).__name__}: {e}"
                 log.exception("job crashed", extra=ctx)
-            self.queue.finish(claim, "failed", code, msg)
+            self.queue.finish(claim, JobStatus.FAILED, code, msg)
+            self.queue.delete_inputs(claim.job_id)
             log.warning("job failed: %s", msg, extra={**ctx, "status": "failed", "code": code})
         finally:
             self._current = None
-
-    def _run_job(self, claim: Claim, job: Job) -> int:
-        opts = job.options
-        model = self.model_for(opts.get("model") or self.settings.model)
-        tracker = Tracker(model, flow=opts.get("flow") or self.settings.flow,
-                          long_side=opts.get("long_side") or self.settings.long_side)
-        with tempfile.TemporaryDirectory(prefix="agss-job-") as tmp:
-            video, masks = self.queue.download_inputs(job.id, Path(tmp), job.video_name, job.masks_name)
-            inputs = inspect_inputs(video, masks)
-            resume_from = job.frames_done  # frames before this were published by an earlier owner
-            n = 0
-            timings: dict[str, float] = {}
-            last_publish_rtt = 0.0
-            for frame, labels in track(inputs, tracker, timings):
-                if self.stop.is_set():
-                    raise _Abort("shutdown")
-                if self._abort_reason:
-                    raise _Abort(self._abort_reason)
-                n += 1
-                if frame.index < resume_from:
-                    continue
-                t0 = time.perf_counter()
-                objects = frame_objects(labels, inputs.object_ids)
-                # "publish" is the RLE encoding plus the previous frame's round trip to Redis
-                timings["publish"] = time.perf_counter() - t0 + last_publish_rtt
-                t1 = time.perf_counter()
-                res = self.queue.publish(claim, frame.index, objects, timings)
-                last_publish_rtt = time.perf_counter() - t1
-                if res != "ok":
-                    raise _Abort(res)
-        return n
