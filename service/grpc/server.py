@@ -1,122 +1,35 @@
-"""The gRPC servicer (grpc.aio): a thin adapter over service/jobs, like the HTTP routes."""
+"""The gRPC server: the Segmentation servicer behind the error interceptor, plus health and reflection."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-import tempfile
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..api import intake
 from ..config import Settings
-from ..errors import classify, expected_types
-from ..jobs.broker import JobStore
-from ..jobs.errors import BadOptionsError, UploadTooLargeError
-from ..jobs.model import Job, iso
-from .stubs import load
+from ..jobs.apikeys import authenticate
+from ..jobs.store import JobStore
+from .interceptor import ServiceInterceptor
+from .pb import segmentation_pb2 as pb2
+from .pb import segmentation_pb2_grpc as pb2_grpc
+from .servicer import SegmentationServicer
 
-pb2, pb2_grpc = load()
 log = logging.getLogger("agss.grpc")
 SERVICE_NAME = pb2.DESCRIPTOR.services_by_name["Segmentation"].full_name
-
-
-def job_message(job: Job) -> pb2.Job:
-    return pb2.Job(id=job.id, status=job.status, frames_total=job.frames_total, frames_done=job.frames_done,
-                   objects=job.objects, error_code=job.error_code, error_message=job.error_message,
-                   width=job.width, height=job.height, created_at=iso(job.created_at) or "",
-                   started_at=iso(job.started_at) or "", finished_at=iso(job.finished_at) or "")
-
-
-def frame_message(frame: dict) -> pb2.Frame:
-    return pb2.Frame(index=frame["index"], published_at=frame.get("published_at", 0.0), objects=[
-        pb2.ObjectMask(id=o["id"], rle=pb2.Rle(size=o["rle"]["size"], counts=o["rle"]["counts"]), area=o["area"],
-                       bbox=o["bbox"]) for o in frame["objects"]])
-
-
-async def _abort_for(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-    spec = classify(exc)
-    await context.abort(grpc.StatusCode[spec.grpc], str(exc))
-
-
-class SegmentationServicer(pb2_grpc.SegmentationServicer):
-    def __init__(self, settings: Settings, store: JobStore):
-        self.settings, self.store = settings, store
-
-    async def CreateJob(self, request_iterator, context):
-        folder = Path(tempfile.mkdtemp(prefix="agss-grpc-"))
-        try:
-            first = await anext(request_iterator, None)
-            if first is None or first.WhichOneof("part") != "spec":
-                raise BadOptionsError("the first CreateJobRequest must carry the spec")
-            spec = first.spec
-            if spec.idempotency_key:
-                existing = await self.store.find_idempotent(spec.idempotency_key)
-                if existing:
-                    return job_message(await self.store.get(existing))
-            options = intake.parse_options(spec.options_json)
-            if len(spec.masks) > self.settings.max_mask_bytes:
-                raise UploadTooLargeError(f"masks are larger than the limit of {self.settings.max_mask_bytes} bytes")
-            if not spec.masks:
-                raise BadOptionsError("spec.masks is empty")
-            masks = folder / f"masks{intake.safe_suffix(spec.masks_filename, '.png')}"
-            masks.write_bytes(spec.masks)
-            video = folder / f"video{intake.safe_suffix(spec.video_filename, '.bin')}"
-            size = 0
-            with open(video, "wb") as f:
-                async for req in request_iterator:
-                    if req.WhichOneof("part") != "video_chunk":
-                        raise BadOptionsError("only the first CreateJobRequest may carry a spec")
-                    size += len(req.video_chunk)
-                    if size > self.settings.max_upload_bytes:
-                        raise UploadTooLargeError(f"video is larger than the limit of "
-                                                  f"{self.settings.max_upload_bytes} bytes")
-                    f.write(req.video_chunk)
-            if size == 0:
-                raise BadOptionsError("no video chunks were sent")
-            job = await intake.accept(self.store, self.settings, folder, video, spec.video_filename, masks,
-                                      spec.masks_filename, options, spec.idempotency_key or None)
-            return job_message(job)
-        except expected_types() as e:
-            await _abort_for(context, e)
-        finally:
-            intake.cleanup(folder)
-
-    async def GetJob(self, request, context):
-        try:
-            return job_message(await self.store.get(request.job_id))
-        except expected_types() as e:
-            await _abort_for(context, e)
-
-    async def CancelJob(self, request, context):
-        try:
-            return job_message(await self.store.cancel(request.job_id))
-        except expected_types() as e:
-            await _abort_for(context, e)
-
-    async def StreamFrames(self, request, context):
-        try:
-            await self.store.get(request.job_id)
-            async for frame in self.store.stream(request.job_id, max(request.start_index, 0)):
-                yield frame_message(frame)
-            job = await self.store.get(request.job_id)
-        except expected_types() as e:
-            await _abort_for(context, e)
-            return
-        if job.status == "failed":
-            await context.abort(grpc.StatusCode.ABORTED, f"job failed: {job.error_code}: {job.error_message}")
-        elif job.status == "cancelled":
-            await context.abort(grpc.StatusCode.CANCELLED, f"job cancelled: {job.error_message}")
 
 
 async def start_server(settings: Settings, store: JobStore) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     # The receive limit fits the spec message (which carries the masks) and any sane chunk size.
     limit = settings.max_mask_bytes + (4 << 20)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+    async def auth(header: str | None):
+        return await authenticate(settings.auth, store.r, store.keys, header)
+
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(auth)],
+                             options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", 64 << 20)])
     pb2_grpc.add_SegmentationServicer_to_server(SegmentationServicer(settings, store), server)
     health_servicer = health.aio.HealthServicer()
@@ -131,6 +44,11 @@ async def start_server(settings: Settings, store: JobStore) -> tuple[grpc.aio.Se
     return server, health_servicer
 
 
+async def stop_server(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer, grace: float = 5) -> None:
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace)
+
+
 async def serve_grpc(settings: Settings) -> None:
     """`agss-vos grpc`: the gRPC API alone, until SIGTERM or SIGINT."""
     store = JobStore(settings)
@@ -140,6 +58,5 @@ async def serve_grpc(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(5)
+    await stop_server(server, health_servicer)
     await store.close()

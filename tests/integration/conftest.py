@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.embedded_redis import EmbeddedRedis
-from service.procs import Stack
+from service.runtime.redis import EmbeddedRedis
+from service.runtime.supervisor import Stack
 
 from ..conftest import REAL, require
 

@@ -7,30 +7,30 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+import uuid
 
 import httpx
 import pytest
 
 from service.client import Client, GrpcClient
-from service.embedded_redis import free_port
+from service.runtime.redis import free_port
 
-from ..deploy_files import interpolate, load_compose
+from ..conftest import wait_ready
+from ..deploy_files import compose_config
 from .conftest import FIRST_MASK, frames_zip
 
 
 def _merged_services(user_env: dict) -> dict:
-    base = load_compose("docker-compose.yml")["services"]
-    over = load_compose("compose.cpu.yml")["services"]
-    for name, svc in over.items():
-        base[name]["environment"] = {**base[name].get("environment", {}), **svc.get("environment", {})}
-    return interpolate(base, user_env)
+    return compose_config("docker-compose.yml", "compose.cpu.yml", env=user_env)["services"]
 
 
 def test_compose_commands_run_the_service(redis_url, prefix, small_model_dir, tmp_path):
     user_env = {"AGSS_MODEL": str(small_model_dir)}  # what a user's .env would set
     services = _merged_services(user_env)
     http_port, grpc_port = free_port(), free_port()
+    # the compose secret: a keys file, registered by the API and gRPC servers at start
+    key = f"agss_{uuid.uuid4().hex[:12]}_{uuid.uuid4().hex}"
+    (tmp_path / "api_keys").write_text(f"# name key\nci {key}\n")
     procs = {}
     try:
         for name in ("api", "grpc", "worker"):
@@ -38,8 +38,9 @@ def test_compose_commands_run_the_service(redis_url, prefix, small_model_dir, tm
             env = {**os.environ, **{k: str(v) for k, v in svc["environment"].items()}}
             # container -> loopback: the Redis service name becomes the test Redis, ports become free ones
             assert env["AGSS_REDIS_URL"] == "redis://redis:6379/0"
+            assert env["AGSS_AUTH"] == "required" and env["AGSS_API_KEYS_FILE"] == "/run/secrets/api_keys"
             env.update(AGSS_REDIS_URL=redis_url, AGSS_KEY_PREFIX=prefix, AGSS_HTTP_HOST="127.0.0.1",
-                       AGSS_LONG_SIDE="256")
+                       AGSS_LONG_SIDE="256", AGSS_API_KEYS_FILE=str(tmp_path / "api_keys"))
             if "AGSS_HTTP_PORT" in env:
                 env["AGSS_HTTP_PORT"] = str(http_port)
             if "AGSS_GRPC_PORT" in env:
@@ -50,28 +51,20 @@ def test_compose_commands_run_the_service(redis_url, prefix, small_model_dir, tm
             procs[name] = (subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env, stdout=log,
                                             stderr=subprocess.STDOUT), env)
         assert services["worker"]["environment"]["AGSS_DEVICE"] == "cpu"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            for name, (p, _) in procs.items():
-                assert p.poll() is None, f"{name} exited: {(tmp_path / f'{name}.log').read_text()[-2000:]}"
-            assert time.monotonic() < deadline, "the compose stack did not become ready"
-            time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{http_port}/readyz",
+                   {name: (p, tmp_path / f"{name}.log") for name, (p, _) in procs.items()}, timeout=60)
         # the image's HEALTHCHECK command answers healthy for every role
         for name, (_, env) in procs.items():
-            hc = subprocess.run([sys.executable, "-m", "service.healthcheck"], env=env, capture_output=True,
+            hc = subprocess.run([sys.executable, "-m", "service.runtime.healthcheck"], env=env, capture_output=True,
                                 text=True, timeout=30)
             assert hc.returncode == 0, f"{name}: {hc.stderr}"
         video = frames_zip(tmp_path / "v.zip", 4)
-        with Client(f"http://127.0.0.1:{http_port}") as c:
+        assert httpx.get(f"http://127.0.0.1:{http_port}/v1/jobs/x").status_code == 401
+        with Client(f"http://127.0.0.1:{http_port}", key=key) as c:
             job = c.submit(video, FIRST_MASK)
-        with GrpcClient(f"127.0.0.1:{grpc_port}") as g:
-            assert [f["index"] for f in g.frames(job["id"])] == [0, 1, 2, 3]
-            assert g.get_job(job["id"]).status == "succeeded"
+        with GrpcClient(f"127.0.0.1:{grpc_port}", key=key) as g:
+            assert [f.index for f in g.frames(job.id)] == [0, 1, 2, 3]
+            assert g.status(job.id).status == "succeeded"
     finally:
         for p, _ in procs.values():
             p.terminate()
@@ -84,8 +77,8 @@ def test_compose_commands_run_the_service(redis_url, prefix, small_model_dir, tm
 
 def test_healthcheck_reports_a_dead_api(tmp_path):
     env = {**os.environ, "AGSS_ROLE": "api", "AGSS_HTTP_PORT": str(free_port())}
-    hc = subprocess.run([sys.executable, "-m", "service.healthcheck"], env=env, capture_output=True, text=True,
-                        timeout=30)
+    hc = subprocess.run([sys.executable, "-m", "service.runtime.healthcheck"], env=env, capture_output=True,
+                        text=True, timeout=30)
     assert hc.returncode == 1 and hc.stderr.startswith("unhealthy:")
 
 

@@ -1,0 +1,1 @@
+"""One module per resource: jobs, frames (of a job), health, metrics."""
