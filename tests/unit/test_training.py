@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from service.vos.training.clips import composite_clip, make_clip, real_clip, synthetic_clip
-from service.vos.training.datasets import load_sequences
-from service.vos.training.loop import soft_iou_loss
+from service.training.clips import composite_clip, make_clip, real_clip, synthetic_clip
+from service.training.datasets import load_sequences
+from service.training.loop import soft_iou_loss
 
 from ..conftest import TRAIN240, require
 

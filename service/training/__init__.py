@@ -1,0 +1,1 @@
+"""Training AGSS-VOS: data (real sequences, composites, synthetic videos), the loss and the loop."""

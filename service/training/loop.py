@@ -1,0 +1,341 @@
+"""The training loop (the paper's recipe, sized for one machine).
+
+Each iteration is one clip: the reference frame with its masks, then T-1 steps where the network
+sees the frame and its previous prediction warped by optical flow; the ground truth replaces a
+prediction whose IoU falls below 0.5. Soft IoU per object. Adam (weight decay 4e-5) with poly decay,
+the pretrained encoder at a tenth of the rate of the new parts (mask branch, attention, decoder).
+Deterministic for a seed: clip i is drawn from a generator seeded with (seed, i). Resumable: the last
+checkpoint holds weights, optimiser state and the iteration; a finished run continues when asked for
+more iterations (the poly schedule is then stretched over the new total).
+
+Beyond the paper: a static-image stage (clips made from still images with instance masks, mixed in
+at a higher rate for the first `static_iterations`), fast clips (large displacements, motion blur,
+small objects), and the previous-mask input corrupted during training (shifted, rescaled, dilated,
+eroded, cut, dropped, with false blobs) so that the network learns to correct it rather than copy it.
+A run may start from another model's weights (`init`): a second stage on top of an earlier run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..vos.checkpoint import save_model
+from ..vos.flow import make_flow, warp_masks
+from ..vos.metrics import SequenceScorer, summarize
+from ..vos.network import AGSSVOS, EFFNET, PRESETS, AGSSConfig
+from ..vos.tracker import Tracker
+from .clips import make_clip
+from .datasets import Sequence, StillImage, is_coco, load_coco, load_sequences
+
+
+@dataclass
+class TrainConfig:
+    model: dict = field(default_factory=lambda: PRESETS["lite"].to_dict())
+    iterations: int = 6000
+    clip_length: int = 4
+    crop: tuple[int, int] = (224, 384)  # (h, w), multiples of 32
+    lr: float = 1e-3  # new parts; the pretrained encoder gets lr * encoder_lr_scale
+    encoder_lr_scale: float = 0.1
+    weight_decay: float = 4e-5
+    poly_power: float = 0.9
+    p_composite: float = 0.5
+    p_synthetic: float = 0.15
+    iou_fallback: float = 0.5
+    # Not in the paper: a cross-entropy term keeps gradients alive where the soft IoU's vanish
+    # (saturated probabilities), which short CPU runs cannot afford to wait out.
+    bce_weight: float = 0.5
+    pretrained: bool = True
+    flow: str = "dis"
+    seed: int = 0
+    checkpoint_every: int = 100
+    val_every: int = 1000
+    val_long_side: int | None = None
+    val_max_frames: int | None = None
+    # Static-image clips (from `--data` folders in COCO layout): p_static of all clips, or
+    # p_static_stage during the first static_iterations (the static-image stage).
+    p_static: float = 0.0
+    p_static_stage: float = 0.0
+    static_iterations: int = 0
+    p_fast: float = 0.0  # fraction of clips made fast (large displacements, blur, small objects)
+    # Probability that one object's previous mask, as fed to the network, is corrupted at a step.
+    p_corrupt: float = 0.0
+    init: str | None = None  # a model folder whose weights start this run (instead of ImageNet)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        raw = json.loads(Path(path).read_text())
+        if "crop" in raw:
+            raw["crop"] = tuple(raw["crop"])
+        return cls(**raw)
+
+
+def soft_iou_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - sum(min(P,Y)) / sum(max(P,Y)) per object (K,H,W), averaged over objects."""
+    inter = torch.minimum(probs, target).flatten(1).sum(1)
+    union = torch.maximum(probs, target).flatten(1).sum(1).clamp_min(1e-6)
+    return (1 - inter / union).mean()
+
+
+def bce_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise cross-entropy on the normalised probabilities (K,H,W)."""
+    p = probs.clamp(1e-6, 1 - 1e-6)
+    return -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+
+
+def _iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p, t = pred > 0.5, target > 0.5
+    union = (p | t).flatten(1).sum(1)
+    inter = (p & t).flatten(1).sum(1)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union, dtype=torch.float))
+
+
+def build(cfg: TrainConfig, device: torch.device) -> tuple[AGSSVOS, torch.optim.Optimizer]:
+    model = AGSSVOS(AGSSConfig.from_dict(cfg.model))
+    if cfg.init:
+        from ..vos.checkpoint import load_model
+
+        start = load_model(cfg.init)
+        if start.config.backbone != model.config.backbone or start.config.width != model.config.width:
+            raise ValueError(f"init {cfg.init}: a {start.config.backbone} / width {start.config.width} model, "
+                             f"the config asks for {model.config.backbone} / width {model.config.width}")
+        model.load_state_dict(start.state_dict())
+    elif cfg.pretrained and model.config.backbone == EFFNET:
+        from ..vos.effnet import load_imagenet_weights
+
+        net = model.Encoder
+        load_imagenet_weights(_Proxy(net))  # fills conv_stem, bn0, blocks in place
+        torch.nn.init.zeros_(net.conv1_p.weight)  # the mask starts as a no-op on the pretrained stem
+        torch.nn.init.zeros_(net.conv1_p.bias)
+    model.to(device)
+    enc, new = model.parameter_groups()
+    opt = torch.optim.Adam([{"params": enc, "lr": cfg.lr * cfg.encoder_lr_scale, "base": cfg.lr * cfg.encoder_lr_scale},
+                            {"params": new, "lr": cfg.lr, "base": cfg.lr}], weight_decay=cfg.weight_decay)
+    return model, opt
+
+
+class _Proxy(torch.nn.Module):
+    """Presents the encoder's EfficientNet parts under the package's key names for loading."""
+
+    def __init__(self, enc):
+        super().__init__()
+        self._conv_stem, self._bn0, self._blocks = enc.conv_stem, enc.bn0, enc.blocks
+
+
+def corrupt_masks(masks: torch.Tensor, rng: np.random.Generator, p: float) -> torch.Tensor:
+    """Previous masks (K,H,W) in [0,1] -> the same with each object, with probability p, damaged the way a
+    wrong flow or a drifting prediction damages it: shifted and rescaled (the flow missed a fast
+    object), dilated or eroded, a piece cut away (lost thin parts), a false blob added (a distractor
+    taken for the object) or, rarely, dropped altogether. The targets stay exact: the network has to
+    recover the object from the image and the reference, not copy its input."""
+    if p <= 0 or masks.shape[0] == 0:
+        return masks
+    k, h, w = masks.shape
+    out = masks.clone()
+    for i in range(k):
+        if rng.random() >= p:
+            continue
+        m = out[i][None, None]
+        ys, xs = torch.nonzero(m[0, 0] > 0.5, as_tuple=True)
+        extent = float(max(int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1)) if len(ys) else 0.1 * w
+        kind = rng.random()
+        if kind < 0.07:
+            out[i] = 0
+            continue
+        if kind < 0.55:  # shift (often by much of the object's size) and rescale about the object
+            dx, dy = rng.normal(0, 0.35 * extent, 2)
+            s = float(np.exp(rng.normal(0, 0.15)))
+            cx = float(xs.float().mean()) if len(xs) else w / 2
+            cy = float(ys.float().mean()) if len(ys) else h / 2
+            # affine_grid maps output to input coordinates in [-1,1] units: output pixel x samples the
+            # input at cx + (x - cx - dx) / s; the offset is where the output's centre pixel samples.
+            bx = (2 * (cx + ((w - 1) / 2 - cx - dx) / s) + 1) / w - 1
+            by = (2 * (cy + ((h - 1) / 2 - cy - dy) / s) + 1) / h - 1
+            theta = torch.tensor([[1 / s, 0, bx], [0, 1 / s, by]], dtype=m.dtype)
+            grid = F.affine_grid(theta[None].to(m.device), list(m.shape), align_corners=False)
+            m = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if rng.random() < 0.5:  # dilate or erode by up to a tenth of the object's size
+            r = int(rng.integers(1, max(2, int(0.1 * extent) + 1)))
+            kk = 2 * r + 1
+            m = F.max_pool2d(m, kk, 1, r) if rng.random() < 0.5 else -F.max_pool2d(-m, kk, 1, r)
+        if rng.random() < 0.3:  # cut a random box out (a limb, a wheel, the thin end of the object)
+            bh, bw = int(rng.integers(1, max(2, h // 4))), int(rng.integers(1, max(2, w // 4)))
+            y0 = int(ys[int(rng.integers(len(ys)))]) - bh // 2 if len(ys) else int(rng.integers(h))
+            x0 = int(xs[int(rng.integers(len(xs)))]) - bw // 2 if len(xs) else int(rng.integers(w))
+            m = m.clone()
+            m[..., max(y0, 0):max(y0 + bh, 0), max(x0, 0):max(x0 + bw, 0)] = 0
+        if rng.random() < 0.2:  # a false blob somewhere else
+            blob = np.zeros((h, w), np.float32)
+            r = max(2, int(rng.uniform(0.1, 0.5) * extent))
+            cv2.ellipse(blob, (int(rng.integers(w)), int(rng.integers(h))), (r, max(2, int(r * rng.uniform(0.4, 1)))),
+                        float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+            m = torch.maximum(m, torch.from_numpy(blob).to(m)[None, None])
+        out[i] = m[0, 0].clamp(0, 1)
+    return out
+
+
+def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfig,
+               amp: bool, rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """One clip: forward through time, loss summed over steps. Returns (loss, mean IoU). `rng` draws the
+    corruption of the previous masks (cfg.p_corrupt)."""
+    ids = clip.ids
+    T = len(clip.frames)
+    gts = torch.from_numpy(np.stack([(clip.labels == i) for i in ids], 1).astype(np.float32)).to(device)  # (T,K,H,W)
+    images = [model.preprocess(f) for f in clip.frames]
+    grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip.frames]
+    with torch.autocast(device.type, enabled=amp):
+        ref = model.encode_reference(images[0], gts[0])
+        prev = gts[0]
+        losses, ious = [], []
+        for t in range(1, T):
+            warped = warp_masks(prev, flow(grays[t], grays[t - 1]))
+            if rng is not None:
+                warped = corrupt_masks(warped, rng, cfg.p_corrupt)
+            probs = model(images[t], warped, ref).float()
+            losses.append(soft_iou_loss(probs, gts[t]) + cfg.bce_weight * bce_loss(probs, gts[t]))
+            with torch.no_grad():
+                iou = _iou(probs, gts[t])
+                ious.append(float(iou.mean()))
+                keep = (iou >= cfg.iou_fallback).float()[:, None, None]
+                prev = probs.detach() * keep + gts[t] * (1 - keep)
+        loss = torch.stack(losses).mean()
+    return loss, float(np.mean(ious))
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, seqs: list[Sequence], flow: str, long_side: int | None,
+             max_frames: int | None = None) -> dict[str, float]:
+    """J&F per sequence (DAVIS protocol) of the tracker with this model; 'mean' over all objects."""
+    model.eval()
+    scores = []
+    out = {}
+    for seq in seqs:
+        tracker = Tracker(model, flow=flow, long_side=long_side)
+        scorer = SequenceScorer(seq.name)
+        n = len(seq.frames) if max_frames is None else min(max_frames, len(seq.frames))
+        for t in range(n):
+            pred = tracker.step(seq.frames[t], seq.labels[t] if t == 0 else None)
+            scorer.add(seq.labels[t], pred)
+        res = scorer.result()
+        scores += res
+        out[seq.name] = summarize(res)["J&F"]
+    out["mean"] = summarize(scores)["J&F"]
+    return out
+
+
+def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: str | Path | None = None,
+          device: str = "cpu", resume: bool = True, progress: Callable | None = None,
+          log: Callable[[str], None] = print) -> Path:
+    """Train; returns the folder of the best model (by validation J&F), or of the last one."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    torch.manual_seed(cfg.seed)
+    seqs = [s for d in data if not is_coco(d) for s in load_sequences(d)]
+    images: list[StillImage] = [im for d in data if is_coco(d) for im in load_coco(d)]
+    if not seqs:
+        raise FileNotFoundError("training needs at least one folder of annotated video sequences")
+    if (cfg.p_static or cfg.p_static_stage) and not images:
+        raise FileNotFoundError("p_static > 0 needs a --data folder of still images (COCO layout: instances.json, "
+                                "images/)")
+    val = load_sequences(val_data) if val_data else []
+    model, opt = build(cfg, dev)
+    amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler(enabled=amp)
+    start, best, before_s = 0, -1.0, 0.0
+    last = out / "last.pt"
+    if resume and last.exists():
+        ck = torch.load(last, map_location=dev, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start, best = int(ck["iteration"]), float(ck["best"])
+        before_s = float(ck.get("seconds", _logged_seconds(out / "log.jsonl")))
+        log(f"resumed from {last} at iteration {start}")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    flow = make_flow(cfg.flow)
+    log_path = out / "log.jsonl"
+    if val and start == 0 and not (out / "baseline.json").exists():
+        from ..vos.baseline import FlowOnlyModel
+
+        base = evaluate(FlowOnlyModel().to(dev), val, cfg.flow, cfg.val_long_side or model.config.long_side,
+                        cfg.val_max_frames)
+        (out / "baseline.json").write_text(json.dumps(base, indent=2))
+        log(f"flow-only baseline J&F: {base['mean']:.4f}")
+    window: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+
+    def spent() -> float:
+        """Training seconds over every process of this run (resumes included)."""
+        return before_s + time.monotonic() - t0
+
+    for it in range(start, cfg.iterations):
+        model.train()
+        # Batch norm statistics stay frozen: a batch of one clip cannot estimate them.
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+        frac = 1 - it / cfg.iterations
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * frac**cfg.poly_power
+        rng = np.random.default_rng([cfg.seed, it])
+        p_static = cfg.p_static_stage if it < cfg.static_iterations else cfg.p_static
+        clip = make_clip(seqs, rng, cfg.clip_length, cfg.crop, cfg.p_composite, cfg.p_synthetic, images=images,
+                         p_static=p_static, p_fast=cfg.p_fast)
+        loss, iou = train_step(model, clip, flow, dev, cfg, amp, rng=rng if cfg.p_corrupt > 0 else None)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        window = (window + [(loss.item(), iou)])[-50:]
+        if progress:
+            progress(it + 1, float(np.mean([w[0] for w in window])), float(np.mean([w[1] for w in window])))
+        done = it + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            _save(last, model, opt, done, best, spent())
+        if val and (done % cfg.val_every == 0 or done == cfg.iterations):
+            scores = evaluate(model, val, cfg.flow, cfg.val_long_side or model.config.long_side, cfg.val_max_frames)
+            entry = {"iteration": done, "val": scores, "loss": float(np.mean([w[0] for w in window])),
+                     "elapsed_s": round(spent(), 1)}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            log(f"iteration {done}: validation J&F {scores['mean']:.4f}")
+            if scores["mean"] > best:
+                best = scores["mean"]
+                save_model(model, out / "best", provenance={"iteration": done, "val_jf": scores})
+            _save(last, model, opt, done, best, spent())
+    final = save_model(model, out / "final", provenance={"iteration": cfg.iterations})
+    return out / "best" if (out / "best").exists() else final
+
+
+def _save(path: Path, model, opt, iteration: int, best: float, seconds: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration, "best": best,
+                "seconds": seconds}, tmp)
+    tmp.replace(path)  # atomic: a kill during the write leaves the previous checkpoint
+
+
+def _logged_seconds(log_path: Path) -> float:
+    """Training time recorded by validation entries (for checkpoints written before `seconds` existed)."""
+    if not log_path.exists():
+        return 0.0
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
+    return float(json.loads(lines[-1]).get("elapsed_s", 0.0)) if lines else 0.0
+
+
+def training_seconds(run: str | Path) -> float:
+    """Total training time of a run folder."""
+    last = Path(run) / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        if "seconds" in ck:
+            return float(ck["seconds"])
+    return _logged_seconds(Path(run) / "log.jsonl")
+

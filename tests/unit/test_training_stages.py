@@ -1,0 +1,196 @@
+"""Static-image clips (COCO layout), fast clips, corrupted previous masks, and continuing a run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from service.training.clips import composite_clip, make_clip, real_clip, static_clip
+from service.training.datasets import Instance, StillImage, is_coco, load_coco, load_sequences
+from service.training.loop import TrainConfig, corrupt_masks, train
+from service.training.report import every_nth, validation_groups
+
+from ..conftest import SHARED, TRAIN240, require
+
+
+def _image(seed: int, n: int = 3) -> StillImage:
+    """A textured 120x160 image with n rectangles and ellipses as instances."""
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120))
+    insts = []
+    for _ in range(n):
+        h, w = int(rng.integers(12, 40)), int(rng.integers(12, 50))
+        m = np.zeros((h, w), np.uint8)
+        cv2.ellipse(m, (w // 2, h // 2), (w // 2 - 1, h // 2 - 1), 0, 0, 360, 1, -1)
+        insts.append(Instance(m > 0, int(rng.integers(0, 120 - h)), int(rng.integers(0, 160 - w)), 1))
+    return StillImage(f"im{seed}", img, insts)
+
+
+@pytest.fixture(scope="module")
+def coco_dir(tmp_path_factory):
+    """A COCO-layout folder: 3 images, polygon and RLE annotations, one crowd region (ignored)."""
+    root = tmp_path_factory.mktemp("coco")
+    (root / "images").mkdir()
+    images, anns = [], []
+    for i in range(3):
+        im = _image(i)
+        cv2.imwrite(str(root / "images" / f"{i:012d}.jpg"), cv2.cvtColor(im.image, cv2.COLOR_RGB2BGR))
+        images.append({"id": i + 1, "file_name": f"{i:012d}.jpg", "height": 120, "width": 160, "license": 4})
+        for k, inst in enumerate(im.instances):
+            y, x = inst.y0, inst.x0
+            h, w = inst.mask.shape
+            poly = [x, y, x + w, y, x + w, y + h, x, y + h]
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": int(k == 2),
+                         "segmentation": [poly], "area": h * w, "bbox": [x, y, w, h]})
+    (root / "instances.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [],
+                                                     "licenses": []}))
+    return root
+
+
+def test_coco_layout_is_read_without_crowds(coco_dir):
+    assert is_coco(coco_dir) and not is_coco(coco_dir / "images")
+    ims = load_coco(coco_dir)
+    assert len(ims) == 3 and all(len(im.instances) == 2 for im in ims)  # the crowd region is dropped
+    assert ims[0].image.shape == (120, 160, 3) and ims[0].licence == 4
+    inst = ims[0].instances[0]
+    assert inst.mask.dtype == bool and inst.area > 50
+    small = load_coco(coco_dir, max_side=80)
+    assert small[0].image.shape == (60, 80, 3)
+
+
+def test_the_shared_coco_subset_loads():
+    ims = load_coco(require(SHARED / "data" / "coco-subset"), limit=4)
+    assert ims and all(max(im.image.shape[:2]) <= 480 and im.instances for im in ims)
+
+
+def test_static_clips_shapes_ids_and_determinism():
+    ims = [_image(i) for i in range(3)]
+    for seed in range(8):
+        c = static_clip(ims, np.random.default_rng(seed), 4, (64, 96))
+        assert c.frames.shape == (4, 64, 96, 3) and c.frames.dtype == np.uint8
+        assert c.labels.shape == (4, 64, 96) and c.labels.dtype == np.uint8
+        assert c.ids == list(range(1, len(c.ids) + 1)) and len(c.ids) <= 4  # 1..K, consecutive
+        assert set(np.unique(c.labels)) <= {0, *c.ids}  # nothing but the reference frame's objects
+    a = static_clip(ims, np.random.default_rng([5, 2]), 5, (64, 96), fast=True)
+    b = static_clip(ims, np.random.default_rng([5, 2]), 5, (64, 96), fast=True)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.labels, b.labels)
+
+
+def test_fast_static_clips_move_far_and_objects_leave_the_frame():
+    ims = [_image(i) for i in range(3)]
+    left, moved = 0, []
+    for seed in range(30):
+        c = static_clip(ims, np.random.default_rng(seed), 6, (64, 96), fast=True, p_distractor=0)
+        for i in c.ids:
+            if not (c.labels[-1] == i).any():
+                left += 1
+            elif (c.labels[1] == i).any():
+                y0, x0 = np.argwhere(c.labels[0] == i).mean(0)
+                y1, x1 = np.argwhere(c.labels[1] == i).mean(0)
+                moved.append(np.hypot(y1 - y0, x1 - x0))
+    assert left >= 3, "fast objects should sometimes leave the frame"
+    assert np.median(moved) > 3  # pixels per frame at 96 px wide: several times the ordinary drift
+
+
+def test_fast_video_clips_and_mixing(tmp_path):
+    seqs = load_sequences(require(TRAIN240), names=["dog", "boat"])
+    for s in seqs:
+        s.frames, s.labels, s.annotated = s.frames[:30], s.labels[:30], s.annotated[:30]
+    c = real_clip(seqs[0], np.random.default_rng(1), 4, (64, 96), fast=True)
+    assert c.frames.shape == (4, 64, 96, 3) and c.ids == [1]
+    m = composite_clip(seqs[0], [seqs[1]], np.random.default_rng(2), 4, (64, 96), fast=True)
+    assert m.frames.shape == (4, 64, 96, 3) and 1 <= len(m.ids) <= 2
+    ims = [_image(i) for i in range(3)]
+    kinds = [make_clip(seqs, np.random.default_rng([3, i]), 3, (64, 96), images=ims, p_static=1.0) for i in range(3)]
+    assert all(k.ids for k in kinds)
+    # Options left off draw nothing: the same clips as a recipe that never had them.
+    a = make_clip(seqs, np.random.default_rng(9), 3, (64, 96))
+    b = make_clip(seqs, np.random.default_rng(9), 3, (64, 96), images=ims, p_static=0.0, p_fast=0.0)
+    assert np.array_equal(a.frames, b.frames)
+
+
+def test_corrupted_previous_masks():
+    m = torch.zeros(3, 48, 64)
+    m[0, 10:20, 10:30] = 1
+    m[1, 25:40, 30:50] = 0.8
+    assert torch.equal(corrupt_masks(m, np.random.default_rng(0), 0.0), m)
+    changed = 0
+    for seed in range(20):
+        a = corrupt_masks(m, np.random.default_rng(seed), 1.0)
+        b = corrupt_masks(m, np.random.default_rng(seed), 1.0)
+        assert torch.equal(a, b) and a.shape == m.shape  # deterministic for a seed
+        assert float(a.min()) >= 0 and float(a.max()) <= 1
+        changed += int(not torch.equal(a[0], m[0]))
+    assert changed >= 15
+    # Some corruptions drop an object entirely; over many draws at least one does.
+    dropped = sum(float(corrupt_masks(m, np.random.default_rng(s), 1.0)[0].sum()) == 0 for s in range(80))
+    assert dropped >= 1
+
+
+def test_validation_groups_hold_fast_and_multi_object_proxies():
+    seqs = load_sequences(require(TRAIN240), names=["dog", "boat", "lucia"])
+    for s in seqs:
+        s.frames, s.labels, s.annotated = s.frames[:12], s.labels[:12], s.annotated[:12]
+    fast = every_nth(seqs, 3)
+    assert [s.name for s in fast] == ["boat-x3", "dog-x3", "lucia-x3"] and len(fast[0].frames) == 4
+    assert np.array_equal(fast[0].frames[1], seqs[0].frames[3])
+    g = validation_groups(seqs, n_composites=1, groups=("fast", "fast-composites"))
+    assert list(g) == ["fast", "fast-composites"] and g["fast-composites"][0].name == "fast-composite-0"
+
+
+TINY = {"model": {"backbone": "efficientnet_lite0", "width": 16, "long_side": 96, "mean": [0.5, 0.5, 0.5],
+                  "std": [0.5, 0.5, 0.5]},
+        "clip_length": 3, "crop": [64, 96], "pretrained": False, "checkpoint_every": 1, "val_every": 1000,
+        "seed": 5, "p_static": 0.3, "p_static_stage": 0.9, "static_iterations": 2, "p_fast": 0.5, "p_corrupt": 0.5}
+
+
+@pytest.fixture(scope="module")
+def tiny_seqs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seqs")
+    for name in ("dog", "boat"):
+        src = require(TRAIN240 / name)
+        for sub in ("JPEGImages", "Annotations"):
+            (root / name / sub).mkdir(parents=True)
+            for f in sorted((src / sub).iterdir())[:6]:
+                shutil.copy(f, root / name / sub / f.name)
+    return root
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_and_can_be_continued(tiny_seqs, coco_dir, tmp_path):
+    torch.set_num_threads(1)
+    quiet = lambda m: None  # noqa: E731
+    cfg = TrainConfig(**{**TINY, "iterations": 4})
+    train(cfg, [tiny_seqs, coco_dir], tmp_path / "straight", log=quiet)
+
+    def kill_during_3(it, loss, iou):  # iteration 3 computed but never checkpointed: a kill before the save
+        if it == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(cfg, [tiny_seqs, coco_dir], tmp_path / "killed", progress=kill_during_3, log=quiet)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["iteration"] == 2
+    logs: list[str] = []
+    train(cfg, [tiny_seqs, coco_dir], tmp_path / "killed", log=logs.append)
+    assert any("resumed" in m and "iteration 2" in m for m in logs)
+    wa = load_file(tmp_path / "straight" / "final" / "weights.safetensors")
+    wb = load_file(tmp_path / "killed" / "final" / "weights.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # Longer training: a finished run continues from where it ended when asked for more.
+    logs.clear()
+    train(TrainConfig(**{**TINY, "iterations": 6}), [tiny_seqs, coco_dir], tmp_path / "straight", log=logs.append)
+    assert any("resumed" in m and "iteration 4" in m for m in logs)
+    assert torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["iteration"] == 6
+    # A second stage starts from a model folder's weights.
+    stage2 = TrainConfig(**{**TINY, "iterations": 1, "init": str(tmp_path / "straight" / "final")})
+    train(stage2, [tiny_seqs, coco_dir], tmp_path / "stage2", log=quiet)
+    assert (tmp_path / "stage2" / "final" / "weights.safetensors").is_file()
