@@ -19,13 +19,17 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install --no-cache-dir -r /tmp/requirements.txt
 
 FROM deps AS build
-COPY README.md ./
+# The package is built as a wheel (the gRPC stubs are generated from proto/ by the build) and installed
+# like any user would install it: nothing of the source tree is needed at run time.
+WORKDIR /src
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY proto ./proto
 COPY service ./service
-# Editable install keeps proto/ and models/ beside the package, where the code looks for them.
-RUN pip install --no-cache-dir --no-deps -e . \
-    && python -m service.grpc.stubs \
-    && python -c "import service.grpc.server"
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && pip install --no-cache-dir --no-deps /wheels/agss_vos_service-*.whl
+# Outside the source tree: the installed package imports its stubs and finds its default model.
+WORKDIR /
+RUN python -c "import service.grpc.server, service.vos.checkpoint as c; assert (c.BUNDLED_MODELS / 'agss-lite').is_dir()"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -36,11 +40,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin agss \
     && mkdir -p /data && chown 10001:10001 /data
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build --chown=10001:10001 /app /app
-COPY --chown=10001:10001 models /app/models
-WORKDIR /app
+WORKDIR /data
 USER 10001:10001
 EXPOSE 8000 50051
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["python", "-m", "service.healthcheck"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 CMD ["python", "-m", "service.runtime.healthcheck"]
 ENTRYPOINT ["agss-vos"]
 CMD ["serve"]

@@ -5,21 +5,22 @@ PY := $(VENV)/bin/python
 # Pinned: on our machines this version resolves to a local CPU wheel; an unpinned torch pulls GBs of CUDA.
 TORCH_VERSION ?= 2.13.0
 
-# Until a trained default model ships in models/agss-lite, `make run` serves the flow-only baseline.
-RUN_MODEL ?= $(if $(wildcard models/agss-lite/model.json),agss-lite,flow-only)
+RUN_MODEL ?= agss-lite
 BENCH_SEQ ?= ../shared/data/real/blackswan
 
 TRAIN_DATA ?= ../shared/data/davis2016-train-240p
+comma := ,
 VAL_DATA ?= ../shared/data/real
 
-.PHONY: install run test lint bench bench-service train-default eval clean
+.PHONY: install run test test-browser lint bench bench-service bench-live bench-takeover soak load fuzz train-default eval \
+	package-check clean
 
-$(VENV)/.installed: pyproject.toml
+# The editable install also generates the gRPC stubs from proto/ (setup.py); a changed .proto re-runs it.
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard proto/agss/v1/*.proto)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m service.grpc.stubs
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,6 +30,10 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The web console in headless Chromium (Debian's chromium package); refreshes the screenshots in docs/console/.
+test-browser: install
+	AGSS_CONSOLE_SHOTS=docs/console $(PY) -m pytest -q tests/browser
 
 lint: install
 	$(VENV)/bin/ruff check service tests
@@ -40,13 +45,50 @@ bench-service: install
 	$(VENV)/bin/agss-vos bench service $(BENCH_SEQ)/JPEGImages --masks $(BENCH_SEQ)/Annotations/00000.png \
 		--model $${AGSS_MODEL:-$(RUN_MODEL)}
 
-# Reproduces models/agss-lite from ../shared/data (DAVIS 2016, CC BY-NC 4.0); resumable.
+bench-live: install
+	$(VENV)/bin/agss-vos bench live $(BENCH_SEQ)/JPEGImages --masks $(BENCH_SEQ)/Annotations/00000.png
+
+# A 260-frame video made of the bench sequence played forward and back, killed at frames 10 and 200.
+bench-takeover: install
+	mkdir -p build
+	$(PY) -c "import zipfile, pathlib; s = sorted(pathlib.Path('$(BENCH_SEQ)/JPEGImages').iterdir()); \
+		o = ((s + s[::-1]) * 6)[:260]; z = zipfile.ZipFile('build/long.zip', 'w'); \
+		[z.write(f, f'{i:05d}.jpg') for i, f in enumerate(o)]; z.close()"
+	$(VENV)/bin/agss-vos bench takeover build/long.zip --masks $(BENCH_SEQ)/Annotations/00000.png --kill-at 10,200
+
+# The long versions of the fault, load and fuzz tests (docs/RELIABILITY.md has their numbers).
+soak: install
+	AGSS_SOAK_JOBS=20 AGSS_SOAK_WORKERS=3 $(PY) -m pytest -q -s tests/integration/test_faults.py -k soak
+
+load: install
+	AGSS_LOAD_CLIENTS=200 AGSS_LOAD_BURST=50 $(PY) -m pytest -q -s tests/integration/test_robustness.py -k clients
+
+fuzz: install
+	AGSS_FUZZ_EXAMPLES=100 $(PY) -m pytest -q -s tests/integration/test_robustness.py -k "schemathesis or grpc"
+
+# Reproduces service/models/agss-lite from ../shared/data (DAVIS 2016, CC BY-NC 4.0); resumable.
 train-default: install
 	$(VENV)/bin/agss-vos train --config configs/agss-lite.json --data $(TRAIN_DATA) --val $(VAL_DATA) \
-		--out runs/agss-lite --export models/agss-lite
+		--out runs/agss-lite --export service/models/agss-lite
 
+# J&F per sequence of the default model and flow-only (plus EVAL_MODELS, e.g. a candidate run folder), in one
+# run, on the real sequences as they are, every 3rd frame of them (fast motion), and composites of both.
+EVAL_MODELS ?=
 eval: install
-	$(VENV)/bin/agss-vos validate --models agss-lite,flow-only --data $(VAL_DATA) --composites 4
+	$(PY) -m service.training.report --models agss-lite$(if $(EVAL_MODELS),$(comma)$(EVAL_MODELS)),flow-only \
+		--data $(VAL_DATA)
+
+# What a user does: build the wheel, install it with its dependencies into a fresh environment, run it
+# from an empty folder (tests/e2e/test_package.py does the same quickly, sharing the dependencies).
+package-check:
+	rm -rf build/package-check && mkdir -p build/package-check/empty
+	$(PYTHON) -m pip wheel -q --no-deps . -w build/package-check/dist
+	$(PYTHON) -m venv build/package-check/venv
+	build/package-check/venv/bin/pip install -q "torch==$(TORCH_VERSION)"
+	build/package-check/venv/bin/pip install -q build/package-check/dist/agss_vos_service-*.whl
+	cd build/package-check/empty && ../venv/bin/agss-vos serve --help > /dev/null && \
+		../venv/bin/agss-vos segment $(abspath $(BENCH_SEQ))/JPEGImages --masks \
+		$(abspath $(BENCH_SEQ))/Annotations/00000.png --out masks && ls masks | wc -l
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info service/grpc/pb

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+# Eager PyTorch for the processes the tests start: compiling the tiny test networks for OpenVINO would
+# cost more than it saves. The backends themselves are tested in tests/unit/test_backends.py, and the
+# installed package (tests/e2e/test_package.py) runs with the default.
+os.environ.setdefault("AGSS_BACKEND", "torch")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -64,6 +71,24 @@ def copy_frames(seq: Path, out: Path, n: int) -> Path:
     for f in sorted((seq / "JPEGImages").iterdir())[:n]:
         shutil.copy(f, out / f.name)
     return out
+
+
+def wait_ready(url: str, procs: dict, timeout: float = 90) -> None:
+    """Until GET `url` answers 200; fails with the end of its log if a process {name: (proc, log path)}
+    exits meanwhile, or when `timeout` passes."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        for name, (proc, log) in procs.items():
+            assert proc.poll() is None, f"{name} exited: {Path(log).read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"{url} did not answer 200 within {timeout} s"
+        time.sleep(0.2)
 
 
 def require(path: Path) -> Path:

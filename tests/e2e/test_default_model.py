@@ -6,21 +6,21 @@ import json
 
 import pytest
 
+from service.training.datasets import load_sequences
+from service.training.loop import evaluate
 from service.vos import load_model
-from service.vos.checkpoint import models_dir
-from service.vos.training.datasets import load_sequences
-from service.vos.training.loop import evaluate
+from service.vos.checkpoint import BUNDLED_MODELS
 
 from ..conftest import REAL, require
 from .test_cli import agss
 
-MODEL = models_dir() / "agss-lite"
+MODEL = BUNDLED_MODELS / "agss-lite"
 
 
 @pytest.fixture(scope="module")
 def card() -> dict:
     if not (MODEL / "model.json").exists():
-        pytest.fail("models/agss-lite is missing")
+        pytest.fail("service/models/agss-lite is missing")
     return json.loads((MODEL / "model.json").read_text())
 
 

@@ -1,4 +1,4 @@
-"""Container health check for every role (`python -m service.healthcheck`), chosen by AGSS_ROLE:
+"""Container health check for every role (`python -m service.runtime.healthcheck`), chosen by AGSS_ROLE:
 
 - api: GET /healthz answers 200;
 - grpc: the gRPC health service answers SERVING;
@@ -9,11 +9,10 @@ Exit 0 when healthy, 1 otherwise, with one line on stderr.
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 
-from .config import Settings
+from ..config import Settings
 
 
 def check(role: str, settings: Settings) -> str | None:
@@ -40,7 +39,7 @@ def check(role: str, settings: Settings) -> str | None:
     if role == "worker":
         import redis
 
-        from .jobs.keys import Keys
+        from ..jobs.keys import Keys
 
         r = redis.from_url(settings.redis_url, socket_connect_timeout=3)
         pattern = Keys(settings.key_prefix).worker(f"{socket.gethostname()}-*")
@@ -53,7 +52,8 @@ def check(role: str, settings: Settings) -> str | None:
 
 
 def main() -> int:
-    reason = check(os.environ.get("AGSS_ROLE", "api"), Settings())
+    settings = Settings()
+    reason = check(settings.role, settings)
     if reason:
         print(f"unhealthy: {reason}", file=sys.stderr)
         return 1
