@@ -201,36 +201,33 @@ class Tracker:
         """Soft masks (K,h,w) -> label map (H,W) at input size, and the argmax index map (h,w) at network
         size (0 background, k+1 object k), by the argmax over background and objects.
 
-        Upsampled with OpenCV (bilinear, half-pixel centres, as torch's interpolate without corners) in
-        chunks of at most 64 channels: several times faster than torch for this one call."""
+        Upsampled with OpenCV (bilinear, half-pixel centres, as torch's interpolate without corners) one
+        plane at a time, the running maximum kept in place: several times faster than torch's interpolate
+        and argmax for this one call (docs/BENCHMARKS.md)."""
         H, W = self.input_size
         if probs is None or not tracked:
             return np.zeros((H, W), np.uint8), None
-        small = torch.cat([1 - probs.sum(dim=0, keepdim=True), probs])  # (K+1,h,w)
-        maps = small.permute(1, 2, 0).contiguous().cpu().numpy()  # (h,w,K+1)
-        best = np.full((H, W), -np.inf, np.float32)
-        idx = np.zeros((H, W), np.intp)
-        for c0 in range(0, maps.shape[2], 64):
-            up = cv2.resize(maps[:, :, c0:c0 + 64], (W, H), interpolation=cv2.INTER_LINEAR)
-            up = up.reshape(H, W, -1)  # (H,W,c): one channel comes back as (H,W)
-            arg = up.argmax(axis=2)
-            val = np.take_along_axis(up, arg[..., None], axis=2)[..., 0]
-            better = val > best  # earlier channels win ties, as argmax over all channels would
-            best = np.where(better, val, best)
-            idx = np.where(better, arg + c0, idx)
+        small = torch.cat([1 - probs.sum(dim=0, keepdim=True), probs]).cpu().numpy()  # (K+1,h,w)
+        best = cv2.resize(small[0], (W, H), interpolation=cv2.INTER_LINEAR)
+        idx = np.zeros((H, W), np.uint8)  # K+1 <= MAX_OBJECTS+1 channels fit
+        for c in range(1, small.shape[0]):
+            up = cv2.resize(small[c], (W, H), interpolation=cv2.INTER_LINEAR)
+            np.copyto(idx, np.uint8(c), where=up > best)  # earlier channels win ties, as argmax does
+            np.maximum(best, up, out=best)
         lut = np.array([0] + tracked, np.uint8)
-        return lut[idx], small.argmax(dim=0)
+        return lut[idx], small.argmax(axis=0)
 
-    def _scores(self, probs: torch.Tensor | None, small_labels: torch.Tensor | None,
+    def _scores(self, probs: torch.Tensor | None, small_labels: np.ndarray | None,
                 tracked: list[int]) -> dict[int, float]:
         """Mean probability inside each predicted object's mask (at network size); 0 when empty or not tracked."""
         scores = dict.fromkeys(self.ids, 0.0)
         if probs is None or small_labels is None:
             return scores
+        p = probs.cpu().numpy()  # (K,h,w)
         for k, i in enumerate(tracked):
             inside = small_labels == k + 1
-            n = int(inside.sum())
-            scores[i] = round(float(probs[k][inside].sum()) / n, 4) if n else 0.0
+            n = int(np.count_nonzero(inside))
+            scores[i] = round(float(p[k][inside].sum(dtype=np.float64)) / n, 4) if n else 0.0
         return scores
 
     # -- state ---------------------------------------------------------------------------------------------
