@@ -215,7 +215,8 @@ def test_boxes_on_two_objects_watch_them_arrive_correct_a_later_frame_and_downlo
     while cap.read()[0]:
         decoded += 1
     cap.release()
-    assert decoded >= n * 0.8, decoded  # the recorder may merge a few frames; it never invents any
+    # The recorder encodes in real time and drops frames when the CPU is busy; it never invents any.
+    assert n * 0.5 <= decoded <= n, decoded
 
     # 7. A phone-width window: one column, the frame first, still readable.
     page.set_viewport_size({"width": 390, "height": 844})
@@ -287,8 +288,8 @@ def fake_camera_clip(out: Path, n: int = 30, size: tuple[int, int] = (428, 240),
 
 
 def test_live_from_a_fake_camera_shows_masks_and_the_delay(make_stack, launch, tmp_path):
-    clip = fake_camera_clip(tmp_path / "bmx.y4m")
-    stack = make_stack(workers=1, agss_model="flow-only")
+    clip = fake_camera_clip(tmp_path / "bmx.y4m", n=80)
+    stack = make_stack(workers=1, agss_model="agss-lite", agss_long_side="512")  # what a user gets
     browser = launch("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                      f"--use-file-for-fake-video-capture={clip}")
     context = browser.new_context(viewport={"width": 1280, "height": 720}, permissions=["camera"])
