@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     va.add_argument("--flow", choices=FLOW_NAMES, default="dis")
     va.add_argument("--long-side", type=int, help="network long side for every model (default: the first model's)")
     va.add_argument("--composites", type=int, default=0, help="also N multi-object composites of the data")
+    va.add_argument("--prompts", action="store_true",
+                    help="instead: what prompts are worth with the first model (a run from the true masks vs one "
+                         "from GrabCut of the true boxes, and a correction where the run drifted most)")
     va.add_argument("--device", default="cpu")
     va.set_defaults(func=validate)
 
@@ -84,6 +87,8 @@ def validate(args: argparse.Namespace) -> int:
 
     seqs = load_sequences(args.data)
     models = {name: load_model(name, device=args.device) for name in args.models.split(",")}
+    if args.prompts:
+        return _prompts(args, seqs, next(iter(models.items())))
     # Every model at the same network size, so that the flow they share sees the same frames.
     long_side = args.long_side or next(iter(models.values())).config.long_side
     print(f"J&F, DAVIS protocol, flow {args.flow}, network long side {long_side}, on {args.data} "
@@ -92,4 +97,20 @@ def validate(args: argparse.Namespace) -> int:
     if args.composites:
         print(f"\nmulti-object composites made from the same sequences ({args.composites})")
         print(format_table(compare(models, composites(seqs, args.composites), args.flow, long_side)))
+    return EXIT_OK
+
+
+def _prompts(args: argparse.Namespace, seqs: list, named_model: tuple) -> int:
+    from ..tracking.prompt_study import format_table, study
+
+    name, model = named_model
+    long_side = args.long_side or model.config.long_side
+    print(f"prompts with {name}, flow {args.flow}, network long side {long_side}, on {args.data}")
+    results = []
+    for seq in seqs:
+        if not seq.annotated.all():
+            raise CLIError(f"{seq.name}: --prompts needs the ground truth on every frame")
+        results.append(study(model, seq.name, seq.frames, seq.labels, args.flow, long_side))
+        print(f"  {seq.name} done", file=sys.stderr)
+    print(format_table(results))
     return EXIT_OK
