@@ -143,3 +143,22 @@ def test_prompt_masks_of_label_pngs_are_kept_as_given():
     m = _mask()
     assert Prompt(label_mask=m).mask((20, 30)) is m
     assert Prompt(remove=True).mask((20, 30)).sum() == 0
+
+
+def test_the_prompt_study_corrects_where_the_run_drifted_most():
+    """validate --prompts: the correction goes to the worst frame of the uncorrected run, the corrected run
+    continues from the saved state there, and giving the truth on that frame cannot make it worse there."""
+    from service.tracking.prompt_study import FIRST, LAST, format_table, study
+    from service.training.datasets import load_sequences
+    from service.vos.baseline import FlowOnlyModel
+
+    seq = load_sequences(require(REAL), max_side=240, names=["bmx-trees"])[0]
+    n = 16
+    r = study(FlowOnlyModel(long_side=256), seq.name, seq.frames[:n], seq.labels[:n], "dis", 256)
+    assert int(FIRST * n) <= r.correction_frame < int(LAST * n)
+    assert 0 <= r.j_at_correction < 0.9 and 0 < r.grabcut_j < 1
+    # Flow-only copies what it is given: the corrected frames start from the truth, the others drift.
+    assert r.after_corrected > r.after_uncorrected
+    assert 0 < r.box_jf < 1 and 0 < r.mask_jf < 1
+    table = format_table([r])
+    assert table.count("\n") == 3 and "bmx-trees" in table
