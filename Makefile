@@ -46,7 +46,10 @@ bench-service: install
 		--model $${AGSS_MODEL:-$(RUN_MODEL)}
 
 bench-live: install
-	$(VENV)/bin/agss-vos bench live $(BENCH_SEQ)/JPEGImages --masks $(BENCH_SEQ)/Annotations/00000.png
+	$(VENV)/bin/agss-vos bench live $(BENCH_SEQ)/JPEGImages --masks $(BENCH_SEQ)/Annotations/00000.png \
+		--frames 200 --rates 5,10,25
+	$(VENV)/bin/agss-vos bench live $(BENCH_SEQ)/JPEGImages --masks $(BENCH_SEQ)/Annotations/00000.png \
+		--failover --rates 5 --frames 150
 
 # A 260-frame video made of the bench sequence played forward and back, killed at frames 10 and 200.
 bench-takeover: install

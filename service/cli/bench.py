@@ -63,7 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     bl.add_argument("--flow", choices=FLOW_NAMES, default="dis")
     bl.add_argument("--rates", type=lambda t: [float(v) for v in t.split(",")],
                     help="frames per second to send, e.g. 2,10 (default: half and twice what the tracker sustains)")
-    bl.add_argument("--frames", type=int, help="send at most this many frames of the video")
+    bl.add_argument("--frames", type=int, help="send this many frames (the video played forward and back)")
+    bl.add_argument("--failover", action="store_true",
+                    help="instead: SIGKILL the session's worker a third of the way in (two workers), and report "
+                         "the delay before, during and after the takeover")
     bl.set_defaults(func=live)
 
     bk = bsub.add_parser("takeover", help="a killed worker's job: takeover to next frame, checkpoints vs replay")
@@ -134,8 +137,13 @@ def service(args: argparse.Namespace) -> int:
 
 
 def live(args: argparse.Namespace) -> int:
-    from ..bench.live import bench_live
+    from ..bench.live import bench_failover, bench_live
 
+    if args.failover:
+        fps = args.rates[0] if args.rates else 5.0
+        print(bench_failover(args.video, args.masks, args.model, args.long_side, args.flow, fps,
+                             args.frames or 150).table())
+        return EXIT_OK
     print(bench_live(args.video, args.masks, args.model, args.long_side, args.flow, args.rates, args.frames).table())
     return EXIT_OK
 
