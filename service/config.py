@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis URL; unset: an embedded Redis is started (serve)")
     key_prefix: str = Field("agss:", description="prefix of every Redis key")
     data_dir: Path = Field(Path(".agss"), description="embedded Redis data folder (serve)")
+    redis_max_connections: int = Field(4096, ge=8, description="Redis connections one API or gRPC process may "
+                                                               "hold: every waiting stream and long-poll holds one "
+                                                               "(redis-py's own default is 100); beyond, 503")
 
     # API
     http_host: str = Field("127.0.0.1", description="HTTP and gRPC bind address")
@@ -26,6 +29,9 @@ class Settings(BaseSettings):
     max_mask_bytes: int = Field(64 << 20, description="largest accepted masks upload")
     max_queued_jobs: int = Field(1000, description="submissions beyond this many queued jobs are refused")
     max_wait_seconds: float = Field(30.0, description="longest long-poll on /frames")
+    keepalive_seconds: float = Field(75.0, description="how long the HTTP API keeps an idle connection open: longer "
+                                                       "than a client or load balancer keeps it (uvicorn's 5 s "
+                                                       "races clients that reuse a connection it is closing)")
     shutdown_seconds: float = Field(10.0, description="on SIGTERM, how long the HTTP API waits for open "
                                                       "connections (long-polls, WebSockets) before closing them")
     auth: Literal["off", "required"] = Field("off", description="required: every /v1 call needs an API key "

@@ -83,7 +83,8 @@ def api(args: argparse.Namespace) -> int:
     _needs_redis(settings, "use `agss-vos serve` for an embedded Redis")
     _listener(settings)
     uvicorn.run(create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=settings.shutdown_seconds)
+                access_log=False, timeout_graceful_shutdown=settings.shutdown_seconds,
+                timeout_keep_alive=settings.keepalive_seconds)
     return EXIT_OK
 
 

@@ -73,7 +73,7 @@ class JobStore:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.r = client or aredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=None,
-                                           health_check_interval=30)
+                                           health_check_interval=30, max_connections=settings.redis_max_connections)
         self.run = scripts.AsyncScripts(self.r)
         self.inputs = input_store(settings, self.keys)
 

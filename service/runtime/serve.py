@@ -40,7 +40,8 @@ async def _apis(settings: Settings) -> None:
     grpc_server, health = await start_server(settings, store)
     config = uvicorn.Config(create_app(settings), host=settings.http_host, port=settings.http_port,
                             log_config=None, access_log=False,
-                            timeout_graceful_shutdown=settings.shutdown_seconds)
+                            timeout_graceful_shutdown=settings.shutdown_seconds,
+                            timeout_keep_alive=settings.keepalive_seconds)
     log.info("http api on http://%s:%s, grpc on port %s, %d workers", settings.http_host, settings.http_port,
              settings.grpc_port, settings.workers)
     server = _Server(config)
