@@ -10,6 +10,7 @@ import sys
 import grpc
 import httpx
 import pytest
+import redis
 
 from service.client import Client, ClientError, GrpcClient
 from service.client.session import WsSession
@@ -93,6 +94,20 @@ def test_keys_tenants_and_quotas_over_http_grpc_and_websocket(make_stack, redis_
         ws.send(json.dumps({"type": "end"}))  # accepted: nothing else comes back until the session ends
     with WsSession(url, session["id"], key=a) as s:
         s.end()
+    # Keys are not readable from Redis: neither secret appears in any key or value (hashes, streams, strings).
+    r = redis.from_url(redis_url)
+    dump = b""
+    for k in r.scan_iter(match=prefix + "*", count=1000):
+        kind = r.type(k)
+        dump += k + {b"hash": lambda: b"".join(f + v for f, v in r.hgetall(k).items()),
+                     b"string": lambda: r.get(k) or b"",
+                     b"stream": lambda: repr(r.xrange(k)).encode(),
+                     b"zset": lambda: b"".join(r.zrange(k, 0, -1)),
+                     b"set": lambda: b"".join(r.smembers(k)),
+                     b"list": lambda: b"".join(r.lrange(k, 0, -1))}.get(kind, lambda: b"")()
+    r.close()
+    assert b"tenant-a" in dump and a.encode() not in dump and b.encode() not in dump
+    assert a.split("_")[-1].encode() not in dump  # not even the secret part
     # revoked: 401 from now on; the listing never shows keys
     listing = keys_cli(redis_url, prefix, "list")
     assert "tenant-a" in listing.stdout and a not in listing.stdout
