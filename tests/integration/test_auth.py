@@ -30,6 +30,24 @@ def new_key(redis_url: str, prefix: str, name: str, *quota: str) -> str:
     return p.stdout.strip().splitlines()[-1]  # alone on the last line, for scripts
 
 
+def _value(r: redis.Redis, key: bytes) -> bytes:
+    """Whatever a key holds, as bytes (hash fields and values, stream entries, members)."""
+    kind = r.type(key)
+    if kind == b"hash":
+        return b"".join(f + v for f, v in r.hgetall(key).items())
+    if kind == b"string":
+        return r.get(key) or b""
+    if kind == b"stream":
+        return repr(r.xrange(key)).encode()
+    if kind == b"zset":
+        return b"".join(r.zrange(key, 0, -1))
+    if kind == b"set":
+        return b"".join(r.smembers(key))
+    if kind == b"list":
+        return b"".join(r.lrange(key, 0, -1))
+    return b""
+
+
 def test_keys_tenants_and_quotas_over_http_grpc_and_websocket(make_stack, redis_url, prefix, tmp_path):
     stack = make_stack(workers=0, grpc=True, agss_auth="required")
     a = new_key(redis_url, prefix, "tenant-a", "--max-queued", "1")
@@ -96,15 +114,7 @@ def test_keys_tenants_and_quotas_over_http_grpc_and_websocket(make_stack, redis_
         s.end()
     # Keys are not readable from Redis: neither secret appears in any key or value (hashes, streams, strings).
     r = redis.from_url(redis_url)
-    dump = b""
-    for k in r.scan_iter(match=prefix + "*", count=1000):
-        kind = r.type(k)
-        dump += k + {b"hash": lambda: b"".join(f + v for f, v in r.hgetall(k).items()),
-                     b"string": lambda: r.get(k) or b"",
-                     b"stream": lambda: repr(r.xrange(k)).encode(),
-                     b"zset": lambda: b"".join(r.zrange(k, 0, -1)),
-                     b"set": lambda: b"".join(r.smembers(k)),
-                     b"list": lambda: b"".join(r.lrange(k, 0, -1))}.get(kind, lambda: b"")()
+    dump = b"".join(k + _value(r, k) for k in r.scan_iter(match=prefix + "*", count=1000))
     r.close()
     assert b"tenant-a" in dump and a.encode() not in dump and b.encode() not in dump
     assert a.split("_")[-1].encode() not in dump  # not even the secret part
