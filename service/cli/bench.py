@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import EXIT_OK
 from ..vos.options import BACKEND_NAMES, DEFAULT_MODEL, FLOW_NAMES, PRESET_NAMES
-from .common import device, positive_int_list
+from .common import CLIError, device, positive_int_list
 
 
 def backend_list(text: str) -> list[str]:
@@ -76,6 +77,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     bk.add_argument("--long-side", type=int)
     bk.add_argument("--kill-at", type=positive_int_list, default=[10, 200], help="e.g. 10,200")
     bk.set_defaults(func=takeover)
+
+    bm = bsub.add_parser("memory", help="peak memory of the worker and the API over video length, through a job "
+                                        "and a live session")
+    bm.add_argument("--frames", type=positive_int_list, default=[100, 10_000], help="video lengths, e.g. 100,10000")
+    bm.add_argument("--model", default=None, help=f"model (default: {DEFAULT_MODEL})")
+    bm.add_argument("--long-side", type=int)
+    bm.add_argument("--paths", default="job,session", help="job, session or both (job,session)")
+    bm.set_defaults(func=memory)
 
 
 def model(args: argparse.Namespace) -> int:
@@ -152,4 +161,16 @@ def takeover(args: argparse.Namespace) -> int:
     from ..bench.takeover import bench_takeover, format_rows
 
     print(format_rows(bench_takeover(args.video, args.masks, tuple(args.kill_at), args.model, args.long_side)))
+    return EXIT_OK
+
+
+def memory(args: argparse.Namespace) -> int:
+    from ..bench.memory import bench_memory, format_rows
+
+    paths = tuple(p for p in args.paths.split(",") if p)
+    if not paths or set(paths) - {"job", "session"}:
+        raise CLIError(f"--paths {args.paths}: job, session or job,session")
+    rows = bench_memory(tuple(args.frames), args.model, args.long_side, paths,
+                        log=lambda m: print(m, file=sys.stderr))
+    print(format_rows(rows))
     return EXIT_OK
