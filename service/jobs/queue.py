@@ -6,15 +6,18 @@ from the scripts (frame i can only be appended when i frames exist, and only by 
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from ..config import Settings
@@ -25,7 +28,27 @@ from .records import Job, JobStatus, now, text
 from .scripts import Outcome
 from .storage import input_store
 
+log = logging.getLogger("agss.worker")
 RETRIES = 12  # with the backoff below: about 10 s
+
+
+class StoppableRetry(Retry):
+    """redis-py's Retry, except that nothing is retried once `stop` is set: a worker that is shutting down
+    does not wait out a Redis outage (serve stops its embedded Redis together with its workers)."""
+
+    def __init__(self, stop: threading.Event, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stop = stop
+
+    def call_with_retry(self, do, fail, is_retryable=None, with_failure_count=False):
+        def retryable(error: Exception) -> bool:
+            return not self.stop.is_set() and (is_retryable is None or is_retryable(error))
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+    def __deepcopy__(self, memo: dict) -> StoppableRetry:  # each connection deep-copies its retry; one stop
+        return StoppableRetry(self.stop, copy.deepcopy(self._backoff, memo), self._retries,
+                              tuple(self._supported_errors))
 
 
 @dataclass
@@ -38,16 +61,18 @@ class Claim:
 class WorkerQueue:
     """Worker-side operations on jobs."""
 
-    def __init__(self, settings: Settings, worker_id: str | None = None, client: redis.Redis | None = None):
+    def __init__(self, settings: Settings, worker_id: str | None = None, client: redis.Redis | None = None,
+                 stop: threading.Event | None = None):
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # A worker rides out a Redis restart: commands are retried for about ten seconds (a longer outage
         # abandons the job, which is resumed from its checkpoint after the lease). Every script is safe to
-        # run again after a lost reply (a repeated publish answers 'order', taken as done).
+        # run again after a lost reply (a repeated publish answers 'order', taken as done). Once `stop` is
+        # set (the worker is shutting down), nothing is retried.
         self.r = client or redis.from_url(
             settings.redis_url, socket_connect_timeout=2, socket_timeout=60,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.1), RETRIES),
+            retry=StoppableRetry(stop or threading.Event(), ExponentialBackoff(cap=1.0, base=0.1), RETRIES),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError])
         self.run = scripts.SyncScripts(self.r)
         self.inputs = input_store(settings, self.keys)
@@ -64,7 +89,19 @@ class WorkerQueue:
         self.r.set(self.keys.worker(self.worker_id), json.dumps(info), ex=ttl)
 
     def leave(self) -> None:
-        self.r.delete(self.keys.worker(self.worker_id))
+        """Deregister, trying once: at shutdown Redis may be gone already (serve stopping, or killed, stops
+        its embedded Redis with the workers), and the heartbeat key expires by itself then."""
+        key = self.keys.worker(self.worker_id)
+        try:
+            if not self.settings.redis_url:  # a client handed in (tests): its own retries
+                self.r.delete(key)
+                return
+            with redis.from_url(self.settings.redis_url, socket_connect_timeout=1, socket_timeout=5,
+                                retry=Retry(NoBackoff(), 0)) as once:
+                once.delete(key)
+        except redis.RedisError as e:
+            log.info("left without deregistering (%s); the heartbeat expires by itself", e,
+                     extra={"worker_id": self.worker_id})
 
     def claim(self, block_ms: int = 1000) -> Claim | None:
         """A job whose owner went silent for the lease time, else a new one (waits up to block_ms)."""

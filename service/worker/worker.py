@@ -28,10 +28,10 @@ SWEEP_SECONDS = 600
 class Worker:
     def __init__(self, settings: Settings, worker_id: str | None = None):
         self.settings = settings
-        self.queue = WorkerQueue(settings, worker_id)
+        self.stop = threading.Event()
+        self.queue = WorkerQueue(settings, worker_id, stop=self.stop)
         self.id = self.queue.worker_id
         self.device = torch.device(settings.device)
-        self.stop = threading.Event()
         self._models: dict[str, SegmentationModel] = {}
         self._current: Claim | None = None
         self._abort_reason: str | None = None
