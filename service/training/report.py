@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(seqs)} sequences)")
     groups = validation_groups(seqs, args.composites, tuple(g for g in args.groups.split(",") if g))
     results = compare_groups(models, groups, args.flow, long_side)
-    print("\nmeans per group\n" + format_table({m: {g: results[g][m]["mean"] for g in results} for m in models}))
+    means = {m: {g: results[g][m]["mean"] for g in results} for m in models}
+    for m in means:  # the table's last row: the mean over the groups
+        means[m]["mean"] = float(np.mean(list(means[m].values())))
+    print("\nmeans per group (last row: their mean)\n" + format_table(means))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
