@@ -12,7 +12,7 @@ TRAIN_DATA ?= ../shared/data/davis2016-train-240p
 comma := ,
 VAL_DATA ?= ../shared/data/real
 
-.PHONY: install run test test-browser lint bench bench-service bench-live bench-takeover soak load fuzz train-default eval \
+.PHONY: install run test test-browser lint bench bench-service bench-live bench-takeover soak load fuzz mutate train-default eval \
 	package-check clean
 
 # The editable install also generates the gRPC stubs from proto/ (setup.py); a changed .proto re-runs it.
@@ -68,6 +68,12 @@ load: install
 
 fuzz: install
 	AGSS_FUZZ_EXAMPLES=100 $(PY) -m pytest -q -s tests/integration/test_robustness.py -k "schemathesis or grpc"
+
+# Mutation testing of the modules whose bugs would lose or corrupt work, against the fast tests that cover
+# them; resumable (results in ./mutants/); fails when a module has under 85 % killed (docs/TESTING.md).
+MODULES ?=
+mutate: install
+	$(PY) tools/mutate.py run $(MODULES)
 
 # Reproduces service/models/agss-lite from ../shared/data (DAVIS 2016, CC BY-NC 4.0); resumable.
 train-default: install
