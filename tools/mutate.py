@@ -50,7 +50,132 @@ KILLED = {"killed", "timeout"}  # a mutant that makes a test hang is caught too 
 # Survivors that no test can kill, with the reason (docs/TESTING.md groups them). Mutmut numbers the mutants
 # of a function in order: a changed function is mutated and run again, and an entry here that no longer
 # names a survivor is reported as stale.
-_EQUIVALENT: dict[str, list[str]] = {}  # reason -> mutants (filled from docs/TESTING.md's review)
+_EQUIVALENT: dict[str, list[str]] = {  # reason -> mutants; docs/TESTING.md says why, group by group
+    ('the CPU is the only device here: `.to(None)`, `map_location` and `device=None` change nothing, and '
+     'the CUDA branches (GPU memory in the heartbeat, GPU out-of-memory) cannot run'): [
+        'service.vos.tracker.xǁTrackerǁfrom_state__mutmut_23', 'service.vos.tracker.xǁTrackerǁfrom_state__mutmut_54',
+        'service.vos.tracker.xǁTrackerǁfrom_state__mutmut_68', 'service.vos.tracker.x_loads__mutmut_2',
+        'service.vos.tracker.x_loads__mutmut_5', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_2',
+        'service.worker.worker.xǁWorkerǁ_beat__mutmut_3', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_5',
+        'service.worker.worker.xǁWorkerǁ_beat__mutmut_6', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_7',
+        'service.worker.worker.xǁWorkerǁ_beat__mutmut_10', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_11',
+        'service.worker.worker.xǁWorkerǁ_beat__mutmut_12', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_13',
+        'service.worker.worker.xǁWorkerǁ_beat__mutmut_14', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_15',
+        'service.worker.worker.xǁWorkerǁmodel_for__mutmut_10', 'service.worker.worker.xǁWorkerǁmodel_for__mutmut_14',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_163', 'service.worker.worker.xǁWorkerǁprocess__mutmut_164',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_165', 'service.worker.worker.xǁWorkerǁprocess__mutmut_166',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_168',
+    ],
+    ('torch >= 2.6 loads with weights_only=True by default (2.13 here); the argument is kept so that an '
+     'older torch cannot load a pickle'): [
+        'service.vos.tracker.x_loads__mutmut_3', 'service.vos.tracker.x_loads__mutmut_6',
+    ],
+    ("the value given is the library's default, or one it treats the same (cv2's INTER_LINEAR, redis-py's "
+     "XRANGE max '+' and XAUTOCLAIM start '0-0' and its retried errors, codec names, numpy's order 'f', a "
+     'float64 sum rounded to 4 places, a copy flag of an array never written to, a bool mask pycocotools '
+     'accepts)'): [
+        'service.jobs.intake.x_job_prompts__mutmut_8', 'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_17',
+        'service.jobs.queue.xǁWorkerQueueǁprompts_since__mutmut_8',
+        'service.vos.tracker.xǁTrackerǁ_labels__mutmut_22', 'service.vos.tracker.xǁTrackerǁ_labels__mutmut_25',
+        'service.vos.tracker.xǁTrackerǁ_labels__mutmut_41', 'service.vos.tracker.xǁTrackerǁ_labels__mutmut_44',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_18', 'service.media.rle.x_encode__mutmut_18',
+        'service.media.rle.x_decode__mutmut_42', 'service.jobs.queue.xǁWorkerQueueǁdead_letter__mutmut_22',
+        'service.jobs.queue.xǁStoppableRetryǁcall_with_retry__mutmut_10',
+        'service.jobs.queue.xǁStoppableRetryǁcall_with_retry__mutmut_14',
+        'service.jobs.queue.xǁStoppableRetryǁ__deepcopy____mutmut_10',
+        'service.jobs.queue.xǁStoppableRetryǁ__deepcopy____mutmut_12',
+        'service.jobs.queue.xǁStoppableRetryǁ__init____mutmut_2', 'service.vos.tracker.xǁTrackerǁ_prompts__mutmut_30',
+        'service.vos.tracker.xǁTrackerǁ_prompts__mutmut_32', 'service.vos.tracker.xǁTrackerǁ_prompts__mutmut_33',
+        'service.vos.tracker.xǁTrackerǁ_scores__mutmut_28', 'service.vos.tracker.x_resize_masks__mutmut_15',
+        'service.media.rle.x_frame_objects__mutmut_5', 'service.media.rle.x_frame_objects__mutmut_7',
+    ],
+    ('the branch cannot be reached or the changed value is never read: at most 254 object ids exist (the '
+     'object-count checks), an XAUTOCLAIM entry has fields exactly when it has an id, a pending range of '
+     'one id, probabilities and labels set together, a suffix is never one character, options are flat '
+     "(one-element locations), a job's frame count is known at submission, acking another worker's deleted"
+     ' entry is as right'): [
+        'service.jobs.intake.x_job_prompts__mutmut_27', 'service.jobs.intake.x_job_prompts__mutmut_29',
+        'service.jobs.intake.x_job_prompts__mutmut_30', 'service.jobs.intake.x_job_prompts__mutmut_31',
+        'service.jobs.intake.x_job_prompts__mutmut_32', 'service.media.inputs.x_inspect_inputs__mutmut_27',
+        'service.vos.tracker.xǁTrackerǁ_prompts__mutmut_35', 'service.vos.tracker.xǁTrackerǁ_prompts__mutmut_5',
+        'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_43', 'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_59',
+        'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_62', 'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_67',
+        'service.vos.tracker.xǁTrackerǁ_scores__mutmut_7', 'service.vos.tracker.xǁTrackerǁ__init____mutmut_16',
+        'service.vos.tracker.xǁTrackerǁ__init____mutmut_17', 'service.vos.tracker.xǁTrackerǁ_labels__mutmut_34',
+        'service.jobs.queue.xǁWorkerQueueǁunanswered__mutmut_1',
+        'service.jobs.queue.xǁWorkerQueueǁprompts_since__mutmut_11',
+        'service.jobs.queue.xǁWorkerQueueǁprompts_since__mutmut_13', 'service.jobs.intake.x_safe_suffix__mutmut_5',
+        'service.jobs.intake.x_safe_suffix__mutmut_11', 'service.jobs.intake.x_parse_options__mutmut_16',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_91', 'service.worker.worker.xǁWorkerǁprocess__mutmut_94',
+        'service.jobs.queue.xǁWorkerQueueǁ_ack_deleted__mutmut_6',
+        'service.jobs.queue.xǁWorkerQueueǁ_ack_deleted__mutmut_12',
+        'service.jobs.queue.xǁWorkerQueueǁ_ack_deleted__mutmut_15',
+        'service.worker.worker.xǁWorkerǁ__init____mutmut_15', 'service.worker.jobs.x_run_job__mutmut_78',
+    ],
+    ('connection and socket timeouts, back-off, poll and sweep intervals: they change only how long '
+     'something waits (idle, or under a Redis outage), by a second or less, never what happens'): [
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_10',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_11',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_15',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_16',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_19',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_20',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_28',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_29',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_30',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_31',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_32',
+        'service.jobs.queue.xǁWorkerQueueǁ__init____mutmut_33', 'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_6',
+        'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_7', 'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_10',
+        'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_11', 'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_12',
+        'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_13', 'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_14',
+        'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_19', 'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_1',
+        'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_5', 'service.worker.worker.xǁWorkerǁrun__mutmut_3',
+        'service.worker.worker.xǁWorkerǁrun__mutmut_5', 'service.worker.worker.xǁWorkerǁrun__mutmut_6',
+        'service.worker.worker.xǁWorkerǁrun__mutmut_16', 'service.worker.worker.xǁWorkerǁrun__mutmut_18',
+        'service.worker.worker.xǁWorkerǁrun__mutmut_20', 'service.worker.worker.xǁWorkerǁrun__mutmut_22',
+        'service.worker.worker.xǁWorkerǁrun__mutmut_36', 'service.worker.jobs.x_run_job__mutmut_129',
+        'service.jobs.queue.xǁWorkerQueueǁdead_letter__mutmut_17',
+    ],
+    ("the wording and the numeric fields of log lines (tests read the "
+     'log lines the service promises: job started, succeeded, resumed, handed back)'): [
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_10',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_11',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_12',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_13',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_14',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_15',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_16',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_17',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_19',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_20',
+        'service.worker.worker.xǁWorkerǁmodel_for__mutmut_28', 'service.worker.worker.xǁWorkerǁmodel_for__mutmut_29',
+        'service.worker.worker.xǁWorkerǁmodel_for__mutmut_30', 'service.worker.worker.xǁWorkerǁmodel_for__mutmut_31',
+        'service.worker.worker.xǁWorkerǁmodel_for__mutmut_32', 'service.worker.worker.xǁWorkerǁprocess__mutmut_109',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_120', 'service.worker.worker.xǁWorkerǁprocess__mutmut_122',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_126', 'service.worker.worker.xǁWorkerǁprocess__mutmut_127',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_128', 'service.worker.worker.xǁWorkerǁprocess__mutmut_129',
+        'service.worker.worker.xǁWorkerǁprocess__mutmut_130',
+    ],
+    ("`ignore_errors` of removing the run folder: the folder is the worker's own and removable; an error "
+     'there would only be logged'): [
+        'service.worker.jobs.x_run_job__mutmut_154', 'service.worker.jobs.x_run_job__mutmut_156',
+        'service.worker.jobs.x_run_job__mutmut_157',
+    ],
+    ('XPENDING over the range of one id: a count of 1 or 2 gives the same single entry'): [
+        'lua.finish__27', 'lua.handback__14', 'lua.publish__14', 'lua.renew__6', 'lua.save_checkpoint__9',
+    ],
+    ('the helpers every script shares (usage_move, unpark): this script does not call the changed branch '
+     "(SUBMIT and START never unpark; FINISH moves usage to '' only; SUBMIT from '' only)"): [
+        'lua.finish__29', 'lua.submit__41', 'lua.start__6', 'lua.start__7', 'lua.start__22', 'lua.start__33',
+        'lua.submit__9', 'lua.submit__10', 'lua.submit__23', 'lua.submit__42',
+    ],
+    ('`started > 1` for a started_at timestamp; `#ARGV > 10` where ARGV holds 9 plus pairs (never 10); '
+     "XCLAIM with a minimum idle of 1 ms instead of 0 on the owner's own entry (it only resets the idle "
+     'time)'): [
+        'lua.finish__33', 'lua.publish__21', 'lua.publish__26', 'lua.renew__8',
+    ],
+}
 EQUIVALENT: dict[str, str] = {name: reason for reason, names in _EQUIVALENT.items() for name in names}
 
 
@@ -141,9 +266,9 @@ def run(names: list[str], retest: bool, max_children: int | None) -> int:
     python = not lua or names or not [n for n in sys.argv if n == "lua"]  # `run lua` alone: the scripts only
     paths = [MODULES[n] for n in names] or list(MODULES.values())
     globs = [p[:-3].replace("/", ".") + ".*" for p in paths]
-    if retest:  # survivors only: mutmut runs named mutants again even when they have a result
+    if retest:  # survivors not explained as equivalent: mutmut runs named mutants again even with a result
         res = results()
-        globs = sorted(k for p in paths for k, s in res.get(p, {}).items() if s not in KILLED)
+        globs = sorted(k for p in paths for k, s in res.get(p, {}).items() if s not in KILLED and k not in EQUIVALENT)
         python = python and bool(globs)
     elif not names:
         globs = []  # everything in only_mutate
@@ -279,7 +404,7 @@ def run_lua(max_children: int, retest: bool) -> int:
             key = f"lua.{script}__{i}"
             digest = hashlib.sha256(new.encode()).hexdigest()[:16]
             old = done.get(key)
-            if old and old["hash"] == digest and not (retest and old["status"] not in KILLED):
+            if old and old["hash"] == digest and not (retest and old["status"] not in KILLED and key not in EQUIVALENT):
                 continue
             done[key] = {"hash": digest, "desc": desc, "status": None}
             todo.append((key, script, new))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 import uuid
 
 import pytest
@@ -32,6 +34,10 @@ def env(redis_url, prefix, tmp_path):
     r = redis.from_url(redis_url)
     yield settings, video, r, Keys(prefix)
     r.close()
+
+
+def text_id(v) -> str:
+    return v.decode() if isinstance(v, bytes) else v
 
 
 def _store(settings: Settings, fn):
@@ -308,6 +314,50 @@ def test_a_claim_of_a_deleted_entry_is_acked_and_skipped(env):
     assert other.claim(block_ms=100) is None
     assert r.xpending(k.queue, GROUP)["pending"] == 0
     assert other.claim(block_ms=50) is None  # nothing queued
+
+
+def test_only_the_deleted_pending_entry_is_acked(env):
+    """The deleted entry is acked and skipped; this worker's other pending entry (a job it runs) stays its
+    own, and a job queued behind the deleted one is claimed next, on Redis 6.2 and 7 alike."""
+    settings, video, r, k = env
+    gone, running, queued = (_submit(settings, video) for _ in range(3))
+    first = _queue(settings, "w1").claim(block_ms=100)
+    mine = _queue(settings, "w2").claim(block_ms=100)  # w2 runs the second job
+    assert (first.job_id, mine.job_id) == (gone.id, running.id)
+    r.xdel(k.queue, first.msg_id)
+    # w2 again, now taking over w1's silent entry at once: 6.2 answers the deleted entry (acked, None), 7
+    # leaves it out and w2 reads the next queued one
+    c1 = _queue(settings, "w2", lease_seconds=0).claim(block_ms=100)
+    c2 = _queue(settings, "w2").claim(block_ms=100)
+    pending = {text_id(p["message_id"]): text_id(p["consumer"])
+               for p in r.xpending_range(k.queue, GROUP, "-", "+", 10)}
+    assert first.msg_id not in pending  # acked, whoever held it
+    assert pending.get(mine.msg_id) == "w2"  # still w2's (Redis 7 may hand it to w2 again: lease 0)
+    assert queued.id in {c.job_id for c in (c1, c2) if c is not None}  # the queue goes on
+
+
+def test_a_claim_takes_one_silent_entry_at_a_time(env):
+    """Another worker's silent jobs are taken over one per claim: the rest stay where they are, for the
+    next claim (of this worker or another)."""
+    settings, video, r, k = env
+    w1 = _queue(settings, "w1")
+    a, b = _submit(settings, video), _submit(settings, video)
+    assert {w1.claim(block_ms=100).job_id, w1.claim(block_ms=100).job_id} == {a.id, b.id}
+    taken = _queue(settings, "w2", lease_seconds=0).claim(block_ms=100)
+    owners = [text_id(p["consumer"]) for p in r.xpending_range(k.queue, GROUP, "-", "+", 10)]
+    assert taken.job_id == a.id and taken.deliveries == 2 and sorted(owners) == ["w1", "w2"]
+
+
+def test_a_claim_waits_for_a_job_to_arrive(env):
+    settings, video, r, k = env
+    q = _queue(settings, "w1")
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(q.claim(block_ms=20_000)))
+    t.start()
+    time.sleep(0.3)
+    job = _submit(settings, video)
+    t.join(20)
+    assert not t.is_alive() and got[0] is not None and got[0].job_id == job.id
 
 
 def test_a_session_input_as_the_worker_reads_it(env):

@@ -31,7 +31,8 @@ from service.jobs.records import Job, JobStatus, now
 from service.jobs.store import JobStore, parse_entries
 from service.media import encode_label_png, rle
 from service.vos import load_model
-from service.vos.tracker import Tracker, dumps
+from service.vos.backends import OnnxRuntimeModel
+from service.vos.tracker import Tracker, dumps, loads
 from service.worker.worker import Worker
 
 H, W = 48, 64
@@ -124,7 +125,9 @@ def test_a_job_is_run_and_every_frame_published_once(env, caplog):
     w = Worker(settings, worker_id="w1")
     w.queue.ensure_group()
     claim = w.queue.claim(block_ms=100)
+    t0 = time.monotonic()
     w.process(claim)
+    wall = time.monotonic() - t0
     assert not stale.exists()
     loaded = _log(caplog, "model loaded")
     assert loaded.worker_id == "w1" and loaded.duration_s >= 0
@@ -145,6 +148,8 @@ def test_a_job_is_run_and_every_frame_published_once(env, caplog):
     stats = {a.decode(): b.decode() for a, b in r.hgetall(k.stats).items()}  # seconds per stage, per frame
     assert {f"stage:{s}" for s in ("decode", "prompt", "flow", "network", "publish")} <= set(stats)
     assert stats["stage_frames"] == "5" and stats["frames"] == "5" and stats["n:succeeded"] == "1"
+    for s in ("decode", "prompt", "flow", "network", "publish"):  # parts of the run: within its wall time
+        assert 0 <= float(stats[f"stage:{s}"]) <= wall, (s, stats[f"stage:{s}"], wall)
     assert [e["type"] for e in frames[0]["events"]] == ["started"]
     assert r.xpending(k.queue, GROUP)["pending"] == 0 and r.xlen(k.queue) == 0
     assert not r.exists(k.video(job.id)) and not r.exists(k.masks(job.id)) and not r.exists(k.checkpoint(job.id))
@@ -433,6 +438,12 @@ def test_a_worker_keeps_its_own_model_and_one_more(env, small_model_dir):
     assert w.model_for("flow-only") is own and w.model_for(str(small_model_dir)) is not tiny
 
 
+def test_a_worker_runs_its_models_on_its_backend(env, small_model_dir):
+    settings, *_ = env
+    w = Worker(settings.model_copy(update={"backend": "onnxruntime"}), worker_id="w1")
+    assert isinstance(w.model_for(str(small_model_dir)), OnnxRuntimeModel)
+
+
 def test_a_job_whose_workers_keep_dying_is_dead_lettered_with_the_count(env, caplog):
     caplog.set_level(logging.INFO, logger="agss.worker")
     settings, r, k, tmp = env
@@ -471,7 +482,9 @@ def test_a_worker_stopping_while_it_reruns_frames_hands_the_job_back_untouched(e
 
 def test_checkpoints_follow_the_period(env):
     settings, r, k, tmp = env
-    for period, expect in ((0, True), (3600, False)):
+    # The second period is longer than the test, yet shorter than the clock's reading itself (seconds since
+    # boot): a period measured from the wrong origin fires at once.
+    for period, expect in ((0, True), (time.monotonic() + 60, False)):
         slow = settings.model_copy(update={"frame_delay_seconds": 0.15, "checkpoint_seconds": period})
         job = _submit(settings, tmp, n=30)
         w = Worker(slow, worker_id=f"w{period}")
@@ -481,6 +494,8 @@ def test_checkpoints_follow_the_period(env):
         if expect:  # a checkpoint after every frame, saved before the pause that follows it
             _wait(lambda j=job.id: int(r.hget(k.checkpoint(j), "frame") or 0) >= 2, "no checkpoint")
             assert int(r.hget(k.checkpoint(job.id), "frame")) <= int(r.hget(k.job(job.id), "frames_done"))
+            state = loads(r.hget(k.checkpoint(job.id), "state"))  # a tracker's state, that restores
+            assert Tracker.from_state(load_model("flow-only"), state).ids == [3]
         else:
             assert not r.exists(k.checkpoint(job.id))
         _store_call(settings, lambda s, j=job.id: s.cancel(j))
