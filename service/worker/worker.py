@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 
@@ -23,6 +24,10 @@ from .sessions import run_session
 
 log = logging.getLogger("agss.worker")
 SWEEP_SECONDS = 600
+
+
+def _no_op(signum: int, frame: object) -> None:
+    """The Python-level handler of SIGTERM/SIGINT: replaces the default (exit); the work is in the relay."""
 
 
 class Worker:
@@ -52,12 +57,33 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def install_signals(self) -> None:
-        def on_term(signum, frame):
-            log.info("stopping: %s", signal.Signals(signum).name, extra={"worker_id": self.id})
-            self.stop.set()
+        """SIGTERM and SIGINT stop the worker (it hands its job back). A Python signal handler runs in the
+        main thread between two of its bytecodes, possibly while that thread holds the lock of `stop`
+        (inside Event.wait) or of stderr: setting the event or logging there deadlocks (seen: a second
+        SIGTERM while the loop waited on `stop`). So the handler does nothing; the interpreter writes
+        each signal's number to a socket (set_wakeup_fd), and a thread of its own acts on it."""
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        self._signal_sockets = (ours, theirs)  # kept open as long as the worker lives
+        signal.set_wakeup_fd(theirs.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _no_op)
+        threading.Thread(target=self._relay_signals, args=(ours,), name="signals", daemon=True).start()
 
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
+    def _relay_signals(self, sock: socket.socket) -> None:
+        told = False
+        while True:
+            try:
+                data = sock.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                if signum in (signal.SIGTERM, signal.SIGINT) and not told:
+                    told = True  # once: a second signal (docker stop, systemd, Ctrl-C twice) changes nothing
+                    log.info("stopping: %s", signal.Signals(signum).name, extra={"worker_id": self.id})
+                    self.stop.set()
 
     def run(self) -> None:
         self.queue.ensure_group()

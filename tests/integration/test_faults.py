@@ -49,6 +49,20 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+def _why(pids: set[int]) -> str:
+    """What each process left running is: its command line and where it waits."""
+    out = []
+    for p in sorted(pids):
+        try:
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            wchan = Path(f"/proc/{p}/wchan").read_text()
+            threads = len(list(Path(f"/proc/{p}/task").iterdir()))
+        except OSError:
+            continue
+        out.append(f"{p}: {cmd} (waits in {wchan}, {threads} threads)")
+    return "; ".join(out)
+
+
 def _alive(pids: set[int]) -> set[int]:
     out = set()
     for p in pids:
@@ -79,7 +93,8 @@ def test_serve_leaves_no_process_behind(tmp_path, sig):
         deadline = time.monotonic() + 30
         while _alive(started) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(started), f"left running: {_alive(started)}"
+        left = _alive(started)
+        assert not left, f"left running: {_why(left)}\nserve's log:\n{log.read_text()[-3000:]}"
         assert rc == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
     finally:
         if proc.poll() is None:

@@ -420,6 +420,40 @@ def test_sigterm_and_sigint_stop_the_worker(env, caplog):
             _wait(w.stop.is_set, f"{sig.name} did not stop the worker", timeout=5)
             assert _log(caplog, f"stopping: {sig.name}").worker_id == "w1"
     finally:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+
+
+@pytest.mark.timeout(60, method="thread")  # a deadlocked main thread never runs a SIGALRM handler
+def test_a_storm_of_signals_while_the_loop_waits_on_stop_stops_the_worker_once(env, caplog):
+    """The handler ran in the main thread and set `stop`: a signal that came while the main thread held the
+    event's lock (inside stop.wait) deadlocked the worker for good (seen with serve killed: three SIGTERMs
+    in 10 ms, the worker left running in futex_wait)."""
+    caplog.set_level(logging.INFO, logger="agss.worker")
+    settings, *_ = env
+    w = Worker(settings, worker_id="w1")
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    sent = threading.Event()
+
+    def storm():
+        for _ in range(300):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.0005)
+        sent.set()
+
+    try:
+        w.install_signals()
+        t = threading.Thread(target=storm)
+        t.start()
+        while not sent.is_set():  # what the run loop does: waits on `stop`, holding its lock now and then
+            w.stop.wait(0.0001)
+        t.join()
+        _wait(w.stop.is_set, "the storm did not stop the worker", timeout=10)
+        stops = [r for r in caplog.records if r.name == "agss.worker" and r.getMessage() == "stopping: SIGTERM"]
+        assert len(stops) == 1
+    finally:
+        signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, before[0])
         signal.signal(signal.SIGINT, before[1])
 
