@@ -104,6 +104,11 @@ def page(browser):
     p = context.new_page()
     errors: list[str] = []
     p.on("pageerror", lambda e: errors.append(str(e)))
+    # Playwright turns on its file-chooser interception when the first "filechooser" listener is added, by
+    # a protocol call that `expect_file_chooser` does not wait for: a key that opens the chooser right after
+    # could beat it (seen 1 run in ~8: the input's click() ran, with user activation, and no event came).
+    # A listener from the start keeps the interception on for the page's whole life.
+    p.on("filechooser", lambda chooser: None)
     if os.environ.get("AGSS_BROWSER_LOG"):  # with pytest -s: what the page logs, throws and fetches
         p.on("console", lambda m: print("console:", m.text))  # noqa: T201
         p.on("pageerror", lambda e: print("page error:", e))  # noqa: T201
