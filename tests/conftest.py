@@ -16,6 +16,12 @@ import torch
 # cost more than it saves. The backends themselves are tested in tests/unit/test_backends.py, and the
 # installed package (tests/e2e/test_package.py) runs with the default.
 os.environ.setdefault("AGSS_BACKEND", "torch")
+# One OpenMP thread per process: the suite runs the test process, API, workers and Redis on 2 cores at
+# once, and eager PyTorch's two-thread barriers wait for a time slice at every operator when the other
+# core is busy (docs/BENCHMARKS.md): 8 % less wall time for the service and CLI tests. Results do not
+# depend on it (a test and the processes it starts share the setting).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
