@@ -6,6 +6,7 @@ delete only their keys), otherwise a redis-server started here on a free port an
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 import zipfile
@@ -14,10 +15,23 @@ from pathlib import Path
 import pytest
 import redis
 
+from service.jobs.store import JobStore
 from service.runtime.redis import EmbeddedRedis
 from service.runtime.supervisor import Stack
 
 from ..conftest import REAL, require
+
+
+def store_call(settings, fn):
+    """`await fn(store)` on a JobStore of its own (the API side), from a test's synchronous code."""
+    async def go():
+        store = JobStore(settings)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ session's input stream as the worker reads it, heartbeats, and the outcomes' tex
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -21,7 +20,8 @@ from service.jobs.keys import GROUP, Keys, frame_index
 from service.jobs.queue import Claim, WorkerQueue
 from service.jobs.records import Job, JobStatus, now
 from service.jobs.scripts import Outcome
-from service.jobs.store import JobStore
+
+from .conftest import store_call
 
 
 @pytest.fixture
@@ -40,21 +40,10 @@ def text_id(v) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _store(settings: Settings, fn):
-    async def go():
-        store = JobStore(settings)
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
-
 def _submit(settings: Settings, video, **kw) -> Job:
     job = Job(id=uuid.uuid4().hex, frames_total=5, objects=[1], width=4, height=4, created_at=now(),
               video_name="clip.ZIP", masks_name="first.PNG", **kw)
-    return _store(settings, lambda s: s.submit(job, video, video.with_name("m.png")))
+    return store_call(settings, lambda s: s.submit(job, video, video.with_name("m.png")))
 
 
 def _queue(settings: Settings, name: str, **over) -> WorkerQueue:
@@ -220,11 +209,11 @@ def test_prompts_since_reads_each_entry_once(env):
     q = _queue(settings, "w1")
     job = _submit(settings, video)
     assert q.prompts_since(job.id) == ("0-0", [])
-    _store(settings, lambda s: s.add_prompts(job.id, {1: '{"1":{"remove":true}}', 3: '{"2":{}}'}, [2]))
+    store_call(settings, lambda s: s.add_prompts(job.id, {1: '{"1":{"remove":true}}', 3: '{"2":{}}'}, [2]))
     last, got = q.prompts_since(job.id)
     assert got == [(1, '{"1":{"remove":true}}'), (3, '{"2":{}}')] and last != "0-0"
     assert q.prompts_since(job.id, last) == (last, [])
-    _store(settings, lambda s: s.add_prompts(job.id, {4: "{}"}, []))
+    store_call(settings, lambda s: s.add_prompts(job.id, {4: "{}"}, []))
     last2, got2 = q.prompts_since(job.id, last)
     assert got2 == [(4, "{}")] and last2 > last
 
@@ -258,7 +247,7 @@ def test_get_and_alive(env):
     with pytest.raises(JobNotFoundError, match="^nope$"):
         q.get("nope")
     assert q.alive(job.id) and not q.alive("nope")
-    _store(settings, lambda s: s.cancel(job.id))
+    store_call(settings, lambda s: s.cancel(job.id))
     assert not q.alive(job.id)
 
 
@@ -271,7 +260,7 @@ def test_heartbeat_and_leave(env):
     short = _queue(settings.model_copy(update={"heartbeat_seconds": 0.1}), "w-short")
     short.heartbeat({})
     assert r.ttl(k.worker("w-short")) == 2  # never under two seconds
-    assert _store(settings, lambda s: s.workers_alive()) == 2
+    assert store_call(settings, lambda s: s.workers_alive()) == 2
     q.leave()
     assert not r.exists(k.worker("w-beat")) and r.exists(k.worker("w-short"))
 
@@ -362,9 +351,9 @@ def test_a_claim_waits_for_a_job_to_arrive(env):
 
 def test_a_session_input_as_the_worker_reads_it(env):
     settings, video, r, k = env
-    session = _store(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
+    session = store_call(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
     for data in (b"\xff\xd8\xffA", b"\xff\xd8\xffB", b"\xff\xd8\xffC"):
-        _store(settings, lambda s, d=data: s.push_frame(session.id, d, 8))
+        store_call(settings, lambda s, d=data: s.push_frame(session.id, d, 8))
     q = _queue(settings, "w1")
     entries = q.read_input(session.id, "0-0", block_ms=100)
     assert [e[1]["index"] for e in entries] == [b"0", b"1", b"2"] and entries[1][1]["data"] == b"\xff\xd8\xffB"
@@ -376,14 +365,14 @@ def test_a_session_input_as_the_worker_reads_it(env):
     q.mark(session.id, current=2, width=64, height=48)
     got = q.get(session.id)
     assert (got.width, got.height, int(r.hget(k.job(session.id), "current"))) == (64, 48, 2)
-    ended = _store(settings, lambda s: s.end_session(session.id))
+    ended = store_call(settings, lambda s: s.end_session(session.id))
     assert ended.closing == 1
     last = q.read_input(session.id, entries[2][0], block_ms=100)
     assert len(last) == 1 and "end" in last[0][1]
-    assert _store(settings, lambda s: s.end_session(session.id)).closing == 1  # once
+    assert store_call(settings, lambda s: s.end_session(session.id)).closing == 1  # once
     assert r.xlen(k.input(session.id)) == 4
     with pytest.raises(JobNotFoundError):
-        _store(settings, lambda s: s.end_session("nope"))
+        store_call(settings, lambda s: s.end_session("nope"))
 
 
 def test_reading_a_session_input_waits_for_the_next_frame(env):
@@ -391,7 +380,7 @@ def test_reading_a_session_input_waits_for_the_next_frame(env):
     import time
 
     settings, video, r, k = env
-    session = _store(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
+    session = store_call(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
     q = _queue(settings, "w1")
 
     def later():
@@ -407,7 +396,7 @@ def test_reading_a_session_input_waits_for_the_next_frame(env):
 
 def test_a_read_of_many_input_entries_returns_up_to_count_and_trimming_keeps_the_position_on(env):
     settings, video, r, k = env
-    session = _store(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
+    session = store_call(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
     pipe = r.pipeline(transaction=False)
     for i in range(300):
         pipe.xadd(k.input(session.id), {"index": i, "data": b"x"})
@@ -422,7 +411,7 @@ def test_a_read_of_many_input_entries_returns_up_to_count_and_trimming_keeps_the
 
 def test_unanswered_frames_are_the_dropped_and_failed_ones_in_range(env):
     settings, video, r, k = env
-    session = _store(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
+    session = store_call(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
     q = _queue(settings, "w1")
     claim = q.claim(block_ms=100)
     assert q.start(claim).ok
@@ -466,7 +455,7 @@ def test_accept_checks_and_queues_an_upload_once_per_idempotency_key(env, tmp_pa
         return caller, a, b, c
 
     caplog.set_level(logging.INFO, logger="agss.intake")
-    caller, a, b, c = _store(settings, go)
+    caller, a, b, c = store_call(settings, go)
     assert a.id == b.id != c.id and a.owner == caller.id and c.owner == ""
     stored = WorkerQueue(settings, "w").get(a.id)
     assert (stored.frames_total, stored.objects, stored.width, stored.height) == (3, [5], 32, 24)
@@ -602,9 +591,9 @@ def test_a_key_without_a_running_limit_is_never_parked(env):
 
     settings, video, r, k = env
     key = apikeys.create(r, k, "free")  # max_running 0: no limit
-    caller = _store(settings, lambda s: apikeys.verify(s.r, k, key))
+    caller = store_call(settings, lambda s: apikeys.verify(s.r, k, key))
     job = Job(id=uuid.uuid4().hex, frames_total=5, objects=[1], width=4, height=4, created_at=now())
-    _store(settings, lambda s: s.submit(job, video, video.with_name("m.png"), None, caller))
+    store_call(settings, lambda s: s.submit(job, video, video.with_name("m.png"), None, caller))
     q = _queue(settings, "w1")
     assert q.start(q.claim(block_ms=100)).ok
     usage = {a.decode(): b.decode() for a, b in r.hgetall(k.owner(caller.id)).items()}
@@ -707,11 +696,11 @@ def _owned(settings, video, r, k, name: str, **limits):
     from service.jobs import apikeys
 
     key = apikeys.create(r, k, name, **limits)
-    caller = _store(settings, lambda s: apikeys.verify(s.r, k, key))
+    caller = store_call(settings, lambda s: apikeys.verify(s.r, k, key))
 
     def submit() -> Job:
         job = Job(id=uuid.uuid4().hex, frames_total=5, objects=[1], width=4, height=4, created_at=now())
-        return _store(settings, lambda s: s.submit(job, video, video.with_name("m.png"), None, caller))
+        return store_call(settings, lambda s: s.submit(job, video, video.with_name("m.png"), None, caller))
 
     return caller, submit
 
@@ -730,7 +719,7 @@ def test_a_hand_back_moves_the_key_s_usage_and_unparks_its_next_queued_job(env):
     for expect in (two, three):  # both parked behind one
         c = w2.claim(block_ms=100)
         assert c.job_id == expect.id and w2.start(c).kind == "parked"
-    _store(settings, lambda s: s.cancel(two.id))  # parked, then cancelled: unpark skips it
+    store_call(settings, lambda s: s.cancel(two.id))  # parked, then cancelled: unpark skips it
     assert r.lrange(k.parked(caller.id), 0, -1) == [two.id.encode(), three.id.encode()]
     assert w1.handback(c1).ok
     assert _usage(r, k, caller.id) == {"n:queued": "2", "n:running": "0"}  # one and three queued
@@ -755,7 +744,7 @@ def test_a_hand_back_of_a_job_cancelled_meanwhile_does_not_bring_it_back(env):
     settings, video, r, k = env
     q = _queue(settings, "w1")
     job, claim = _running(settings, video, q)
-    _store(settings, lambda s: s.cancel(job.id))  # the API ends it; the worker's entry is still pending
+    store_call(settings, lambda s: s.cancel(job.id))  # the API ends it; the worker's entry is still pending
     out = q.handback(claim)
     assert (out.kind, out.status) == ("state", JobStatus.CANCELLED)
     assert q.get(job.id).status == JobStatus.CANCELLED
@@ -783,9 +772,9 @@ def test_finish_of_a_missing_job_and_the_job_seconds(env):
 
 def _live(settings, video, r, k, frames_in=0, done=0, current=None):
     """A running session that has received `frames_in` frames and published `done`."""
-    session = _store(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
+    session = store_call(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions())))
     for _ in range(frames_in):
-        _store(settings, lambda s: s.push_frame(session.id, b"\xff\xd8\xff", 64))
+        store_call(settings, lambda s: s.push_frame(session.id, b"\xff\xd8\xff", 64))
     q = _queue(settings, "w1")
     c = q.claim(block_ms=100)
     assert q.start(c).ok and all(q.publish(c, i, []).ok for i in range(done))
@@ -795,7 +784,7 @@ def _live(settings, video, r, k, frames_in=0, done=0, current=None):
 
 
 def _prompt(settings, job_id, frame):
-    return _store(settings, lambda s: s.add_prompts(job_id, {frame: '{"1":{"remove":true}}'}, []))
+    return store_call(settings, lambda s: s.add_prompts(job_id, {frame: '{"1":{"remove":true}}'}, []))
 
 
 def test_session_prompts_are_refused_for_frames_computed_or_being_computed(env):
@@ -821,7 +810,7 @@ def test_a_session_prompt_for_next_is_the_next_frame_received(env):
     assert [f for f, _ in q.prompts_since(s.id)[1]] == [3, 0]
     assert q.get(s.id).objects == []  # removals start no object, and the list stays a list
     assert 0 < r.ttl(k.prompts(s.id)) <= 900
-    started = _store(settings, lambda st: st.add_prompts(s.id, {4: '{"5":{"box":[0,0,2,2]}}'}, [5]))
+    started = store_call(settings, lambda st: st.add_prompts(s.id, {4: '{"5":{"box":[0,0,2,2]}}'}, [5]))
     assert started.objects == [5]
 
 
@@ -830,10 +819,10 @@ def test_a_session_s_frames_in_with_policy_all_and_latest(env):
 
     settings, video, r, k = env
     opts = intake.SessionOptions(policy="all", max_pending=2)
-    s = _store(settings, lambda st: st.create_session(intake.new_session(settings, opts)))
+    s = store_call(settings, lambda st: st.create_session(intake.new_session(settings, opts)))
 
     def push(sid=s.id, limit=2):
-        return _store(settings, lambda st: st.push_frame(sid, b"\xff\xd8\xff", limit))
+        return store_call(settings, lambda st: st.push_frame(sid, b"\xff\xd8\xff", limit))
 
     assert [push(), push()] == [0, 1]
     with pytest.raises(BacklogFullError, match="^2 frames are waiting"):
@@ -845,14 +834,14 @@ def test_a_session_s_frames_in_with_policy_all_and_latest(env):
     with pytest.raises(BacklogFullError, match="^2 frames are waiting"):
         push()  # frames 1 and 2 wait (frame 0 is done)
     assert 0 < r.ttl(k.input(s.id)) <= 900
-    latest = _store(settings, lambda st: st.create_session(intake.new_session(settings, intake.SessionOptions())))
+    latest = store_call(settings, lambda st: st.create_session(intake.new_session(settings, intake.SessionOptions())))
     assert [push(latest.id, 1) for _ in range(3)] == [0, 1, 2]  # policy latest never refuses
     with pytest.raises(JobNotFoundError):
         push("nope")
-    _store(settings, lambda st: st.end_session(latest.id))
+    store_call(settings, lambda st: st.end_session(latest.id))
     with pytest.raises(JobConflictError, match=r"\(closing\)$"):
         push(latest.id)
-    _store(settings, lambda st: st.cancel(latest.id))
+    store_call(settings, lambda st: st.cancel(latest.id))
     with pytest.raises(JobConflictError, match=r"\(cancelled\)$"):
         push(latest.id)
     raw = q.run(scripts.session_end(k, session_id=latest.id, at=now()))
@@ -865,7 +854,7 @@ def test_no_checkpoint_for_a_job_that_is_not_running(env):
     settings, video, r, k = env
     q = _queue(settings, "w1")
     job, claim = _running(settings, video, q)
-    _store(settings, lambda s: s.cancel(job.id))  # the entry is still the worker's
+    store_call(settings, lambda s: s.cancel(job.id))  # the entry is still the worker's
     out = q.save_checkpoint(claim, 0, b"s")
     assert (out.kind, out.status) == ("state", JobStatus.CANCELLED) and not r.exists(k.checkpoint(job.id))
 

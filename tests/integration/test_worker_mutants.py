@@ -7,7 +7,6 @@ video is long enough (and paced by AGSS_FRAME_DELAY_SECONDS) that the run cannot
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -28,12 +27,14 @@ from service.jobs import intake
 from service.jobs.keys import GROUP, Keys
 from service.jobs.queue import WorkerQueue
 from service.jobs.records import Job, JobStatus, now
-from service.jobs.store import JobStore, parse_entries
+from service.jobs.store import parse_entries
 from service.media import encode_label_png, rle
 from service.vos import load_model
 from service.vos.backends import OnnxRuntimeModel
 from service.vos.tracker import Tracker, dumps, loads
 from service.worker.worker import Worker
+
+from .conftest import store_call
 
 H, W = 48, 64
 
@@ -72,24 +73,13 @@ def env(redis_url, prefix, tmp_path):
     r.close()
 
 
-def _store_call(settings: Settings, fn):
-    async def go():
-        store = JobStore(settings)
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(go())
-
-
 def _submit(settings: Settings, folder: Path, n: int = 4, options: dict | None = None) -> Job:
     video, masks = _inputs(folder, n)
-    return _store_call(settings, lambda s: intake.accept(s, video, video.name, masks, masks.name, options or {}, None))
+    return store_call(settings, lambda s: intake.accept(s, video, video.name, masks, masks.name, options or {}, None))
 
 
 def _job(settings: Settings, job_id: str) -> Job:
-    return _store_call(settings, lambda s: s.get(job_id))
+    return store_call(settings, lambda s: s.get(job_id))
 
 
 def _published(r, k: Keys, job_id: str) -> list[dict]:
@@ -162,7 +152,7 @@ def test_prompts_added_before_the_run_start_their_objects_on_their_frame(env):
     job = _submit(settings, tmp, n=4)
     nine = _box(30, 45, 40, 60)
     frames, new = intake.job_prompts(job, {"frames": {"2": {"9": rle.encode(nine)}}})
-    _store_call(settings, lambda s: s.add_prompts(job.id, frames, new))
+    store_call(settings, lambda s: s.add_prompts(job.id, frames, new))
     w = Worker(settings, worker_id="w1")
     w.queue.ensure_group()
     w.process(w.queue.claim(block_ms=100))
@@ -249,7 +239,7 @@ def test_a_job_cancelled_while_it_runs_stops_and_leaves_nothing_behind(env, capl
     w.queue.ensure_group()
     t = _run_in_thread(w, w.queue.claim(block_ms=100))
     _wait(lambda: int(r.hget(k.job(job.id), "frames_done") or 0) >= 1, "no frame published")
-    cancelled = _store_call(settings, lambda s: s.cancel(job.id))
+    cancelled = store_call(settings, lambda s: s.cancel(job.id))
     t.join(15)
     assert not t.is_alive() and cancelled.status == JobStatus.CANCELLED
     after = _job(settings, job.id)
@@ -284,7 +274,7 @@ def _raw_submit(settings: Settings, folder: Path, video_bytes: bytes | None = No
         video.write_bytes(video_bytes)
     job = Job(id=uuid.uuid4().hex, frames_total=3, objects=[3], width=W, height=H, options=options or {},
               video_name=video.name, masks_name=masks.name, created_at=now())
-    return _store_call(settings, lambda s: s.submit(job, video, masks))
+    return store_call(settings, lambda s: s.submit(job, video, masks))
 
 
 @pytest.mark.parametrize("case, code, message", [
@@ -323,7 +313,7 @@ def test_a_job_that_cannot_start_is_not_run(env, caplog):
     caplog.set_level(logging.INFO, logger="agss.worker")
     settings, r, k, tmp = env
     job = _submit(settings, tmp, n=3)
-    _store_call(settings, lambda s: s.cancel(job.id))
+    store_call(settings, lambda s: s.cancel(job.id))
     w = Worker(settings, worker_id="w1")
     w.queue.ensure_group()
     claim = w.queue.claim(block_ms=100)
@@ -370,7 +360,7 @@ def test_the_heartbeat_tells_the_run_that_its_job_ended_or_is_not_its_own(env, e
     _wait(lambda: int(r.hget(k.job(job.id), "frames_done") or 0) >= 1, "no frame published")
     _wait(lambda: json.loads(r.get(k.worker("w1")))["job"] == job.id, "the beat does not name the job")
     if end == "cancel":
-        _store_call(settings, lambda s: s.cancel(job.id))
+        store_call(settings, lambda s: s.cancel(job.id))
     elif end == "delete":
         r.delete(k.job(job.id))  # expired, or deleted by hand
     else:
@@ -532,7 +522,7 @@ def test_checkpoints_follow_the_period(env):
             assert Tracker.from_state(load_model("flow-only"), state).ids == [3]
         else:
             assert not r.exists(k.checkpoint(job.id))
-        _store_call(settings, lambda s, j=job.id: s.cancel(j))
+        store_call(settings, lambda s, j=job.id: s.cancel(j))
         t.join(15)
         assert not t.is_alive()
 
@@ -574,14 +564,14 @@ def test_a_redis_error_in_the_loop_does_not_end_the_worker(env, caplog):
 def test_a_live_session_is_run_in_process_until_the_client_ends_it(env, caplog):
     caplog.set_level(logging.INFO, logger="agss.worker")
     settings, r, k, tmp = env
-    session = _store_call(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions(
+    session = store_call(settings, lambda s: s.create_session(intake.new_session(settings, intake.SessionOptions(
         policy="all"))))
     box = rle.encode(MASK3)
-    _store_call(settings, lambda s: s.add_prompts(session.id, {0: json.dumps({"3": box})}, [3]))
+    store_call(settings, lambda s: s.add_prompts(session.id, {0: json.dumps({"3": box})}, [3]))
     for f in _frames(3):
         data = cv2.imencode(".png", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes()
-        _store_call(settings, lambda s, d=data: s.push_frame(session.id, d, 8))
-    _store_call(settings, lambda s: s.end_session(session.id))
+        store_call(settings, lambda s, d=data: s.push_frame(session.id, d, 8))
+    store_call(settings, lambda s: s.end_session(session.id))
     w = Worker(settings, worker_id="w1")
     w.queue.ensure_group()
     w.process(w.queue.claim(block_ms=100))
