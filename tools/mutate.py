@@ -56,6 +56,7 @@ _EQUIVALENT: dict[str, list[str]] = {  # reason -> mutants; docs/TESTING.md says
         'service.vos.tracker.xǁTrackerǁfrom_state__mutmut_23', 'service.vos.tracker.xǁTrackerǁfrom_state__mutmut_54',
         'service.vos.tracker.xǁTrackerǁfrom_state__mutmut_68', 'service.vos.tracker.x_loads__mutmut_2',
         'service.vos.tracker.x_loads__mutmut_5', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_2',
+        'service.worker.worker.xǁWorkerǁ_beat__mutmut_4',
         'service.worker.worker.xǁWorkerǁ_beat__mutmut_3', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_5',
         'service.worker.worker.xǁWorkerǁ_beat__mutmut_6', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_7',
         'service.worker.worker.xǁWorkerǁ_beat__mutmut_10', 'service.worker.worker.xǁWorkerǁ_beat__mutmut_11',
@@ -110,7 +111,9 @@ _EQUIVALENT: dict[str, list[str]] = {  # reason -> mutants; docs/TESTING.md says
         'service.jobs.queue.xǁWorkerQueueǁ_ack_deleted__mutmut_6',
         'service.jobs.queue.xǁWorkerQueueǁ_ack_deleted__mutmut_12',
         'service.jobs.queue.xǁWorkerQueueǁ_ack_deleted__mutmut_15',
-        'service.worker.worker.xǁWorkerǁ__init____mutmut_15', 'service.worker.jobs.x_run_job__mutmut_78',
+        'service.worker.worker.xǁWorkerǁ__init____mutmut_15',
+        'service.worker.worker.xǁWorkerǁ_relay_signals__mutmut_1',
+        'service.worker.worker.xǁWorkerǁ_relay_signals__mutmut_6', 'service.worker.jobs.x_run_job__mutmut_78',
     ],
     ('connection and socket timeouts, back-off, poll and sweep intervals: they change only how long '
      'something waits (idle, or under a Redis outage), by a second or less, never what happens'): [
@@ -132,7 +135,8 @@ _EQUIVALENT: dict[str, list[str]] = {  # reason -> mutants; docs/TESTING.md says
         'service.jobs.queue.xǁWorkerQueueǁleave__mutmut_19', 'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_1',
         'service.jobs.queue.xǁWorkerQueueǁclaim__mutmut_5', 'service.worker.worker.xǁWorkerǁrun__mutmut_3',
         'service.worker.worker.xǁWorkerǁrun__mutmut_5', 'service.worker.worker.xǁWorkerǁrun__mutmut_6',
-        'service.worker.worker.xǁWorkerǁrun__mutmut_16', 'service.worker.worker.xǁWorkerǁrun__mutmut_18',
+        'service.worker.worker.xǁWorkerǁrun__mutmut_16',
+        'service.worker.worker.xǁWorkerǁrun__mutmut_23', 'service.worker.worker.xǁWorkerǁrun__mutmut_18',
         'service.worker.worker.xǁWorkerǁrun__mutmut_20', 'service.worker.worker.xǁWorkerǁrun__mutmut_22',
         'service.worker.worker.xǁWorkerǁrun__mutmut_36', 'service.worker.jobs.x_run_job__mutmut_129',
         'service.jobs.queue.xǁWorkerQueueǁdead_letter__mutmut_17',
@@ -140,6 +144,10 @@ _EQUIVALENT: dict[str, list[str]] = {  # reason -> mutants; docs/TESTING.md says
     ("the wording and the numeric fields of log lines (tests read the "
      'log lines the service promises: job started, succeeded, resumed, handed back)'): [
         'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_10',
+        'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_18',
+        'service.worker.worker.xǁWorkerǁinstall_signals__mutmut_6',
+        'service.worker.worker.xǁWorkerǁinstall_signals__mutmut_8',
+        'service.worker.worker.xǁWorkerǁinstall_signals__mutmut_9',
         'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_11',
         'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_12',
         'service.worker.worker.xǁWorkerǁ_heartbeat_loop__mutmut_13',

@@ -406,6 +406,8 @@ def test_sigterm_and_sigint_stop_the_worker(env, caplog):
         for sig in (signal.SIGTERM, signal.SIGINT):
             w.stop.clear()
             w.install_signals()
+            # The relay must be a daemon: one that is not would keep the worker's process from exiting.
+            assert [t.daemon for t in threading.enumerate() if t.name == "signals"][-1] is True
             os.kill(os.getpid(), sig)
             _wait(w.stop.is_set, f"{sig.name} did not stop the worker", timeout=5)
             assert _log(caplog, f"stopping: {sig.name}").worker_id == "w1"
@@ -441,7 +443,7 @@ def test_a_storm_of_signals_while_the_loop_waits_on_stop_stops_the_worker_once(e
         t.join()
         _wait(w.stop.is_set, "the storm did not stop the worker", timeout=10)
         stops = [r for r in caplog.records if r.name == "agss.worker" and r.getMessage() == "stopping: SIGTERM"]
-        assert len(stops) == 1
+        assert len(stops) == 1 and stops[0].worker_id == "w1"
     finally:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, before[0])
