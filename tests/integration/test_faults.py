@@ -197,6 +197,23 @@ def test_soak_random_worker_kills(make_stack, small_model_dir, redis_url, prefix
     kills = []
 
     def killer() -> None:
+        # The first kill lands mid-job whatever the machine's speed: on the worker of a job that has
+        # published 3 of its 10 frames (the 7 left take at least 0.7 s at the frame delay). Then a random
+        # worker every 4 s.
+        r = redis.from_url(redis_url)
+        while not done.is_set() and not kills:
+            for j in jobs:
+                h = r.hgetall(Keys(prefix).job(j.id))
+                if h.get(b"status") == b"running" and int(h.get(b"frames_done", 0)) >= 3 and h.get(b"worker"):
+                    pid = int(h[b"worker"].decode().rsplit("-", 2)[1])
+                    victim = next((p for p in stack.workers if p.pid == pid and p.poll() is None), None)
+                    if victim is not None:
+                        victim.kill()
+                        kills.append(pid)
+                        stack.start_worker()
+                    break
+            time.sleep(0.01)
+        r.close()
         while not done.wait(4):
             alive = [p for p in stack.workers if p.poll() is None]
             if len(alive) > 1:
