@@ -71,19 +71,15 @@ class Worker:
         threading.Thread(target=self._relay_signals, args=(ours,), name="signals", daemon=True).start()
 
     def _relay_signals(self, sock: socket.socket) -> None:
-        told = False
-        while True:
-            try:
-                data = sock.recv(64)
-            except OSError:
-                return
-            if not data:
-                return
-            for signum in data:
-                if signum in (signal.SIGTERM, signal.SIGINT) and not told:
-                    told = True  # once: a second signal (docker stop, systemd, Ctrl-C twice) changes nothing
-                    log.info("stopping: %s", signal.Signals(signum).name, extra={"worker_id": self.id})
-                    self.stop.set()
+        try:
+            while data := sock.recv(64):
+                for signum in data:
+                    # Once: a second signal (docker stop, systemd, Ctrl-C twice) changes nothing.
+                    if signum in (signal.SIGTERM, signal.SIGINT) and not self.stop.is_set():
+                        log.info("stopping: %s", signal.Signals(signum).name, extra={"worker_id": self.id})
+                        self.stop.set()
+        except OSError:  # the socket closed with the worker
+            return
 
     def run(self) -> None:
         self.queue.ensure_group()

@@ -18,7 +18,7 @@ from service.jobs import intake, scripts
 from service.jobs.errors import JobConflictError, JobNotFoundError
 from service.jobs.keys import GROUP, Keys, frame_index
 from service.jobs.queue import Claim, WorkerQueue
-from service.jobs.records import Job, JobStatus, now
+from service.jobs.records import Job, JobStatus, now, text
 from service.jobs.scripts import Outcome
 
 from .conftest import store_call
@@ -34,10 +34,6 @@ def env(redis_url, prefix, tmp_path):
     r = redis.from_url(redis_url)
     yield settings, video, r, Keys(prefix)
     r.close()
-
-
-def text_id(v) -> str:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def _submit(settings: Settings, video, **kw) -> Job:
@@ -318,7 +314,7 @@ def test_only_the_deleted_pending_entry_is_acked(env):
     # leaves it out and w2 reads the next queued one
     c1 = _queue(settings, "w2", lease_seconds=0).claim(block_ms=100)
     c2 = _queue(settings, "w2").claim(block_ms=100)
-    pending = {text_id(p["message_id"]): text_id(p["consumer"])
+    pending = {text(p["message_id"]): text(p["consumer"])
                for p in r.xpending_range(k.queue, GROUP, "-", "+", 10)}
     assert first.msg_id not in pending  # acked, whoever held it
     assert pending.get(mine.msg_id) == "w2"  # still w2's (Redis 7 may hand it to w2 again: lease 0)
@@ -333,7 +329,7 @@ def test_a_claim_takes_one_silent_entry_at_a_time(env):
     a, b = _submit(settings, video), _submit(settings, video)
     assert {w1.claim(block_ms=100).job_id, w1.claim(block_ms=100).job_id} == {a.id, b.id}
     taken = _queue(settings, "w2", lease_seconds=0).claim(block_ms=100)
-    owners = [text_id(p["consumer"]) for p in r.xpending_range(k.queue, GROUP, "-", "+", 10)]
+    owners = [text(p["consumer"]) for p in r.xpending_range(k.queue, GROUP, "-", "+", 10)]
     assert taken.job_id == a.id and taken.deliveries == 2 and sorted(owners) == ["w1", "w2"]
 
 

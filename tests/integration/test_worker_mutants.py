@@ -168,6 +168,15 @@ def _run_in_thread(w: Worker, claim):
     return t
 
 
+def _loop(settings: Settings, r, k: Keys, worker_id: str) -> tuple[Worker, threading.Thread]:
+    """A worker's whole run loop in a thread (heartbeats every 50 ms), once it has beaten."""
+    w = Worker(settings.model_copy(update={"heartbeat_seconds": 0.05}), worker_id=worker_id)
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    _wait(lambda: r.exists(k.worker(worker_id)), "no heartbeat")
+    return w, t
+
+
 def test_a_stopping_worker_hands_back_with_a_checkpoint_and_the_next_one_resumes_from_it(env, caplog):
     caplog.set_level(logging.INFO, logger="agss.worker")
     settings, r, k, tmp = env
@@ -327,11 +336,7 @@ def test_a_job_that_cannot_start_is_not_run(env, caplog):
 def test_the_run_loop_beats_claims_and_leaves(env, caplog):
     caplog.set_level(logging.INFO, logger="agss.worker")
     settings, r, k, tmp = env
-    fast = settings.model_copy(update={"heartbeat_seconds": 0.05})
-    w = Worker(fast, worker_id="w-loop")
-    t = threading.Thread(target=w.run, daemon=True)
-    t.start()
-    _wait(lambda: r.exists(k.worker("w-loop")), "no heartbeat")
+    w, t = _loop(settings, r, k, "w-loop")
     beat = json.loads(r.get(k.worker("w-loop")))
     assert beat == {"worker": "w-loop", "device": "cpu", "jobs_done": 0, "job": None, "gpu_memory_bytes": 0,
                     "gpu_memory_peak_bytes": 0}
@@ -543,11 +548,7 @@ def test_a_job_s_long_side_reaches_its_tracker(env):
 def test_a_redis_error_in_the_loop_does_not_end_the_worker(env, caplog):
     caplog.set_level(logging.INFO, logger="agss.worker")
     settings, r, k, tmp = env
-    fast = settings.model_copy(update={"heartbeat_seconds": 0.05})
-    w = Worker(fast, worker_id="w-err")
-    t = threading.Thread(target=w.run, daemon=True)
-    t.start()
-    _wait(lambda: r.exists(k.worker("w-err")), "no heartbeat")
+    w, t = _loop(settings, r, k, "w-err")
     r.delete(k.queue)
     r.set(k.queue, "not a stream")  # every claim fails now (WRONGTYPE), as it would while Redis restarts
     _wait(lambda: any(x.getMessage().startswith("redis unavailable: WRONGTYPE") for x in caplog.records),
