@@ -1,6 +1,7 @@
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,7 +41,12 @@ def test_pickle_with_code_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", os.urandom(4096)])
+# Random bytes reach different corners of the unpickler (one draw raised IndexError from inside it):
+# many fixed draws, so that every run tries the same ones.
+_RANDOM = [np.random.default_rng(seed).bytes(4096) for seed in range(40)]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", *_RANDOM])
 def test_garbage_files_are_clear_errors(tmp_path, content):
     path = tmp_path / "x.pth"
     path.write_bytes(content)
