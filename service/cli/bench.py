@@ -33,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     bm.set_defaults(func=model)
 
     bt = bsub.add_parser("tracker", help="seconds per tracker step (flow + network + labels) at the model's size")
-    bt.add_argument("--model", help=f"model (default: {DEFAULT_MODEL})")
+    bt.add_argument("--model", help=f"models to time in the same run, interleaved, e.g. agss-lite,runs/x/final "
+                                    f"(default: {DEFAULT_MODEL}); a preset name ({', '.join(PRESET_NAMES)}) that "
+                                    f"is no model times that architecture untrained (speed only); ratios are "
+                                    f"against the first")
     bt.add_argument("--objects", type=positive_int_list, default=[1, 3])
     bt.add_argument("--frames", type=int, default=20)
     bt.add_argument("--long-side", type=int)
@@ -111,29 +114,47 @@ def tracker(args: argparse.Namespace) -> int:
 
     from ..bench.tracker import bench_backends
     from ..vos.backends import wrap
-    from ..vos.checkpoint import load_model
 
-    name = args.model or DEFAULT_MODEL
-    net = load_model(name, device=device(args.device))
+    names = list(dict.fromkeys(n.strip() for n in (args.model or DEFAULT_MODEL).split(",") if n.strip()))
     models = {}
-    for b in args.backend:
-        t0 = time.perf_counter()
-        models[b] = wrap(net, b)
-        if b != "torch":
-            print(f"{b}: ready in {time.perf_counter() - t0:.1f} s")
-    base = args.backend[0]
+    for name in names:
+        net = _bench_model(name, device(args.device))
+        for b in args.backend:
+            t0 = time.perf_counter()
+            label = name if len(args.backend) == 1 else f"{name} [{b}]"
+            models[label] = wrap(net, b)
+            if b != "torch":
+                print(f"{label}: ready in {time.perf_counter() - t0:.1f} s")
+    base = next(iter(models))
     for k in args.objects:
         rows = bench_backends(models, k, args.frames, long_side=args.long_side, flow=args.flow)
         for r in rows:
             st = r.stages
-            print(f"{name} [{r.backend}]: {k} objects, 854x480 input, network {r.network_w}x{r.network_h}, "
+            print(f"{r.backend}: {k} objects, 854x480 input, network {r.network_w}x{r.network_h}, "
                   f"{torch.get_num_threads()} threads: {r.seconds_per_frame:.3f} s/frame "
                   f"(flow {st['flow']:.3f} s, network {st['network']:.3f} s, labels/rest {st['rest']:.3f} s)")
         for r in rows[1:]:
+            # Labels are compared only between backends of one model: other models' masks differ by design.
+            same = "" if len(names) > 1 else (f"; labels differ from {base}'s on at most "
+                                              f"{100 * r.label_mismatch:.3f}% of pixels in a frame")
             print(f"  {k} objects: {r.backend} {rows[0].seconds_per_frame / r.seconds_per_frame:.2f}x the speed of "
-                  f"{base} (network alone {rows[0].stages['network'] / r.stages['network']:.2f}x); labels differ "
-                  f"from {base}'s on at most {100 * r.label_mismatch:.3f}% of pixels in a frame")
+                  f"{base} (network alone {rows[0].stages['network'] / r.stages['network']:.2f}x){same}")
     return EXIT_OK
+
+
+def _bench_model(name: str, dev):
+    """A model by name or path; a preset name that is no model gives that architecture, untrained."""
+    from ..vos.checkpoint import load_model
+    from ..vos.errors import ModelNotFoundError
+    from ..vos.network import AGSSVOS, PRESETS
+
+    try:
+        return load_model(name, device=dev)
+    except ModelNotFoundError:
+        if name not in PRESETS:
+            raise
+        print(f"{name}: no such model; timing the {name} preset untrained (speed only)")
+        return AGSSVOS(PRESETS[name]).to(dev).eval()
 
 
 def service(args: argparse.Namespace) -> int:

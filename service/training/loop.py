@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..vos.checkpoint import save_model
 from ..vos.flow import make_flow, warp_masks
 from ..vos.metrics import SequenceScorer, summarize
-from ..vos.network import AGSSVOS, EFFNET, PRESETS, AGSSConfig
+from ..vos.network import AGSSVOS, EFFNETS, PRESETS, AGSSConfig
 from ..vos.tracker import Tracker
 from .clips import make_clip
 from .datasets import Sequence, StillImage, is_coco, load_coco, load_sequences
@@ -108,11 +108,11 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[AGSSVOS, torch.optim.
             raise ValueError(f"init {cfg.init}: a {start.config.backbone} / width {start.config.width} model, "
                              f"the config asks for {model.config.backbone} / width {model.config.width}")
         model.load_state_dict(start.state_dict())
-    elif cfg.pretrained and model.config.backbone == EFFNET:
+    elif cfg.pretrained and model.config.backbone in EFFNETS:
         from ..vos.effnet import load_imagenet_weights
 
         net = model.Encoder
-        load_imagenet_weights(_Proxy(net))  # fills conv_stem, bn0, blocks in place
+        load_imagenet_weights(_Proxy(net), model.config.backbone)  # fills conv_stem, bn0, blocks in place
         torch.nn.init.zeros_(net.conv1_p.weight)  # the mask starts as a no-op on the pretrained stem
         torch.nn.init.zeros_(net.conv1_p.bias)
     model.to(device)

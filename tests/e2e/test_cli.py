@@ -156,6 +156,14 @@ def test_bench_tracker(small_model_dir):
     assert "2 objects" in p.stdout and "s/frame" in p.stdout
 
 
+def test_bench_tracker_times_several_models_and_an_untrained_preset_in_one_run(small_model_dir):
+    p = agss("bench", "tracker", "--model", f"{small_model_dir},lite2", "--objects", "1", "--frames", "2",
+             "--long-side", "128")
+    assert "timing the lite2 preset untrained" in p.stdout
+    assert f"{small_model_dir}: 1 objects" in p.stdout and "lite2: 1 objects" in p.stdout
+    assert "1 objects: lite2" in p.stdout and "labels differ" not in p.stdout
+
+
 def _prompt_masks(tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Frame 0: objects 3 (the real bmx rider) and 7 (a box); frame 2: object 12 starts and 3 is corrected."""
     gt = np.array(Image.open(FIRST_MASK)) > 0
