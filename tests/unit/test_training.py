@@ -120,3 +120,34 @@ def test_training_resumes_after_being_killed(tiny_data, tmp_path):
     p = _train(cfg, tiny_data, tmp_path / "run", "--iterations", killed_at + 3)
     assert f"resumed from {last} at iteration {killed_at}" in p.stderr
     assert torch.load(last, weights_only=True)["iteration"] == killed_at + 3
+
+
+def test_a_second_stage_card_names_the_first_stage_and_every_licence(tmp_path):
+    """The card of a model trained on top of another says how that one was trained (its card, or its run's
+    config when it is a run folder's best/), and the licences of all the data either stage used."""
+    from service.training.loop import TrainConfig
+    from service.training.report import write_card
+    from service.vos.checkpoint import BUNDLED_MODELS
+
+    shipped = BUNDLED_MODELS / "agss-lite"
+    first = json.loads((shipped / "model.json").read_text())["training"]
+    cfg = TrainConfig(model=json.loads((shipped / "model.json").read_text())["config"], init=str(shipped))
+    card = json.loads((write_card(shipped, tmp_path / "out", cfg, ["x/davis2016-train-240p", "x/coco-subset"],
+                                  {}, "val", {}) / "model.json").read_text())["training"]
+    assert card["earlier_stage"] == {"model": str(shipped), **first}
+    assert "CC BY-NC 4.0" in card["data_licence"] and "annotations CC BY 4.0" in card["data_licence"]
+    assert f"then the weights of {shipped}" in card["encoder_init"]
+
+    run = tmp_path / "run"  # a first stage that was never exported: its run folder's config
+    shutil.copytree(shipped, run / "best")
+    (run / "best" / "model.json").write_text(json.dumps({"config": cfg.model}))
+    (run / "config.json").write_text(json.dumps({"iterations": 7}))
+    cfg.init = str(run / "best")
+    card = json.loads((write_card(shipped, tmp_path / "out2", cfg, ["x/davis2016-train-240p"], {}, "val", {})
+                       / "model.json").read_text())["training"]
+    assert card["earlier_stage"] == {"model": str(run / "best"), "recipe": {"iterations": 7}}
+    assert "COCO" not in card["data_licence"]
+
+    cfg.init = None
+    assert "earlier_stage" not in json.loads((write_card(shipped, tmp_path / "out3", cfg, ["d"], {}, "v", {})
+                                              / "model.json").read_text())["training"]
