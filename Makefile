@@ -11,6 +11,7 @@ BENCH_SEQ ?= ../shared/data/real/blackswan
 TRAIN_DATA ?= ../shared/data/davis2016-train-240p
 comma := ,
 VAL_DATA ?= ../shared/data/real
+COCO_DATA ?= ../shared/data/coco-subset
 
 .PHONY: install run test test-browser lint bench bench-service bench-live bench-takeover soak load fuzz mutate train-default eval \
 	package-check clean
@@ -75,10 +76,15 @@ MODULES ?=
 mutate: install
 	$(PY) tools/mutate.py run $(MODULES)
 
-# Reproduces service/models/agss-lite from ../shared/data (DAVIS 2016, CC BY-NC 4.0); resumable.
+# Reproduces service/models/agss-lite from ../shared/data (DAVIS 2016, CC BY-NC 4.0; COCO annotations CC BY 4.0,
+# images under their Flickr licences) in two stages, each resumable: 5000 clips of DAVIS from ImageNet (the
+# first default model), then 3000 clips of DAVIS, COCO still-image clips, fast clips and corrupted previous
+# masks on top of it (docs/TRAINING.md, experiment B). The export measures it next to the model it replaces.
 train-default: install
 	$(VENV)/bin/agss-vos train --config configs/agss-lite.json --data $(TRAIN_DATA) --val $(VAL_DATA) \
-		--out runs/agss-lite --export service/models/agss-lite
+		--out runs/agss-lite
+	$(VENV)/bin/agss-vos train --config configs/agss-lite-finetune.json --data $(TRAIN_DATA) --data $(COCO_DATA) \
+		--val $(VAL_DATA) --out runs/agss-lite-finetune --export service/models/agss-lite
 
 # J&F per sequence of the default model and flow-only (plus EVAL_MODELS, e.g. a candidate run folder), in one
 # run, on the real sequences as they are, every 3rd frame of them (fast motion), and composites of both.

@@ -32,6 +32,19 @@ def test_loads_by_name_and_path(card):
     assert real["trained"]["mean"] >= real["flow-only"]["mean"] + 0.05
 
 
+def test_card_measured_it_next_to_flow_only_and_the_model_it_replaced(card):
+    """Every validation group of the card: the shipped model, flow-only and the previous default, measured
+    in one run; the shipped model is not below flow-only in any group, and says what it was trained on."""
+    groups = card["validation"]["jf"]
+    assert set(groups) == {"real", "fast", "composites", "fast-composites"}
+    for name, g in groups.items():
+        assert set(g) == {"trained", "previous", "flow-only"}, name
+        assert g["trained"]["mean"] > g["flow-only"]["mean"], name
+        assert g["trained"].keys() == g["previous"].keys() == g["flow-only"].keys()  # per sequence, the same ones
+    assert "CC BY-NC 4.0" in card["training"]["data_licence"] and "Flickr" in card["training"]["data_licence"]
+    assert card["training"]["earlier_stage"]["data"]  # the first stage's data, too
+
+
 def test_beats_flow_only_on_a_real_sequence(card):
     seq = load_sequences(require(REAL / "horsejump-high"))[0]
     seq.frames, seq.labels, seq.annotated = seq.frames[:16], seq.labels[:16], seq.annotated[:16]
