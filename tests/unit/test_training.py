@@ -130,8 +130,9 @@ def test_a_second_stage_card_names_the_first_stage_and_every_licence(tmp_path):
     from service.vos.checkpoint import BUNDLED_MODELS
 
     shipped = BUNDLED_MODELS / "agss-lite"
-    first = json.loads((shipped / "model.json").read_text())["training"]
-    cfg = TrainConfig(model=json.loads((shipped / "model.json").read_text())["config"], init=str(shipped))
+    shipped_card = json.loads((shipped / "model.json").read_text())
+    first = shipped_card["training"]
+    cfg = TrainConfig(model=shipped_card["config"], init=str(shipped))
     card = json.loads((write_card(shipped, tmp_path / "out", cfg, ["x/davis2016-train-240p", "x/coco-subset"],
                                   {}, "val", {}) / "model.json").read_text())["training"]
     assert card["earlier_stage"] == {"model": str(shipped), **first}
