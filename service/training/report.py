@@ -15,7 +15,6 @@ prints one table per group (what `make eval` runs).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..vos.checkpoint import CARD_FILE, WEIGHTS_FILE
+from ..vos.checkpoint import CARD_FILE, WEIGHTS_FILE, sha256
 from ..vos.effnet import VARIANTS
 from .clips import composite_clip
 from .datasets import Sequence
@@ -169,9 +168,9 @@ def export_model(best: Path, export: Path, cfg: TrainConfig, data: list[str], va
     speed = [bench_tracker(models["trained"], objects=3, frames=30) for _ in range(2)]
     log("3 objects: " + ", ".join(f"{s['seconds_per_frame']:.3f}" for s in speed) + " s/frame")
     return write_card(best, export, cfg, data, results, val, {
-        # The path alone would name this model once the export replaces what it held: the hash names v1.
+        # The path alone would name this model once the export replaces what it held: the hash names the old one.
         "previous_model": {"path": str(previous),
-                           "weights_sha256": hashlib.sha256((previous / WEIGHTS_FILE).read_bytes()).hexdigest()}
+                           "weights_sha256": sha256(previous / WEIGHTS_FILE)}
                           if "previous" in models else None,
         "training_run": {"seconds": round(seconds), "device": device},
         "speed": {"seconds_per_frame_3_objects": [round(s["seconds_per_frame"], 3) for s in speed],
