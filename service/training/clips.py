@@ -21,6 +21,10 @@ from .datasets import Sequence, StillImage
 class Clip:
     frames: np.ndarray  # (T,H,W,3) uint8 RGB
     labels: np.ndarray  # (T,H,W) uint8, ids 1..K in the first frame
+    # Frame 0 only gives the reference encoding; propagation starts from frame 1's exact masks. Inference
+    # keeps the first frame's reference for the whole video, so it is often many frames away from the
+    # frame being segmented, where an ordinary clip's reference is at most a few frames away.
+    far_reference: bool = False
 
     @property
     def ids(self) -> list[int]:
@@ -40,13 +44,13 @@ def _frame_indices(n: int, length: int, rng: np.random.Generator, max_skip: int 
 
 
 def _fit(frames: np.ndarray, labels: np.ndarray, size: tuple[int, int], rng: np.random.Generator,
-         scale_range=(0.8, 1.25)) -> tuple[np.ndarray, np.ndarray]:
-    """Random scale, crop (centred near the first frame's objects), flip: -> frames at `size`."""
+         scale_range=(0.8, 1.25), centre: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random scale, crop (centred near the objects of frame `centre`), flip: -> frames at `size`."""
     h, w = size
     H, W = frames.shape[1:3]
     s = max(h / H, w / W) * rng.uniform(*scale_range)
     nh, nw = max(h, round(H * s)), max(w, round(W * s))
-    ys, xs = np.nonzero(labels[0])
+    ys, xs = np.nonzero(labels[centre])
     cy = int(ys.mean() * nh / H) if len(ys) else nh // 2
     cx = int(xs.mean() * nw / W) if len(xs) else nw // 2
     y0 = int(np.clip(cy - h // 2 + rng.integers(-h // 4, h // 4 + 1), 0, nh - h))
@@ -98,13 +102,20 @@ def _blur_frames(frames: np.ndarray, rng: np.random.Generator, max_len: float) -
 
 
 def real_clip(seq: Sequence, rng: np.random.Generator, length: int, size: tuple[int, int],
-              fast: bool = False) -> Clip:
-    """A real sequence; `fast` takes every 3rd to 8th frame (large displacements) with motion blur."""
+              fast: bool = False, far_reference: bool = False) -> Clip:
+    """A real sequence; `fast` takes every 3rd to 8th frame (large displacements) with motion blur.
+    `far_reference`: one more frame in front, drawn anywhere in the sequence outside the clip's span, gives
+    the reference (Clip.far_reference); the crop is centred on the objects where propagation starts."""
     idx = _annotated_indices(seq, length, rng, max_skip=8 if fast else 3)
-    frames, labels = _fit(seq.frames[idx], seq.labels[idx], size, rng)
+    if far_reference:
+        valid = np.flatnonzero(seq.annotated)
+        lo, hi = min(idx[0], idx[-1]), max(idx[0], idx[-1])
+        outside = valid[(valid < lo) | (valid > hi)]
+        idx = np.concatenate([[int(rng.choice(outside if len(outside) else valid))], idx])
+    frames, labels = _fit(seq.frames[idx], seq.labels[idx], size, rng, centre=int(far_reference))
     if fast and rng.random() < 0.5:
         frames = _blur_frames(frames, rng, max(size) * 0.04)
-    return Clip(frames, _relabel(labels))
+    return Clip(frames, _relabel(labels), far_reference)
 
 
 def composite_clip(bg: Sequence, donors: list[Sequence], rng: np.random.Generator, length: int,
@@ -330,10 +341,11 @@ def static_clip(images: list[StillImage], rng: np.random.Generator, length: int,
 
 def make_clip(seqs: list[Sequence], rng: np.random.Generator, length: int, size: tuple[int, int],
               p_composite: float = 0.5, p_synthetic: float = 0.15, *, images: list[StillImage] | None = None,
-              p_static: float = 0.0, p_fast: float = 0.0) -> Clip:
+              p_static: float = 0.0, p_fast: float = 0.0, p_far_reference: float = 0.0) -> Clip:
     """One training clip: a static-image clip (with probability p_static, when `images` are given),
     a composite, a synthetic video, or a real sequence; a fraction p_fast of them fast (see the module
-    docstring). Never empty at frame 0: every object has at least 64 pixels there."""
+    docstring), a fraction p_far_reference of the real ones with a far reference frame (`real_clip`).
+    Never empty where propagation starts: every object has at least 64 pixels there (and in the reference)."""
     for _ in range(20):
         # No draw is spent on options that are off, so a recipe without them draws the clips it always did.
         fast = p_fast > 0 and rng.random() < p_fast
@@ -348,7 +360,9 @@ def make_clip(seqs: list[Sequence], rng: np.random.Generator, length: int, size:
                 donors = [seqs[int(i)] for i in rng.choice(len(seqs), int(rng.integers(1, 3)), replace=False)]
                 clip = composite_clip(bg, [d for d in donors if d is not bg], rng, length, size, fast=fast)
             else:
-                clip = real_clip(seqs[int(rng.integers(len(seqs)))], rng, length, size, fast=fast)
-        if clip.ids and all((clip.labels[0] == i).sum() >= 64 for i in clip.ids):
+                far = p_far_reference > 0 and rng.random() < p_far_reference
+                clip = real_clip(seqs[int(rng.integers(len(seqs)))], rng, length, size, fast=fast, far_reference=far)
+        starts = (0, 1) if clip.far_reference else (0,)
+        if clip.ids and all((clip.labels[t] == i).sum() >= 64 for i in clip.ids for t in starts):
             return clip
     return synthetic_clip(rng, length, size)

@@ -68,6 +68,8 @@ class TrainConfig:
     p_fast: float = 0.0  # fraction of clips made fast (large displacements, blur, small objects)
     # Probability that one object's previous mask, as fed to the network, is corrupted at a step.
     p_corrupt: float = 0.0
+    # Fraction of the real clips whose reference frame is far from the frames propagated (clips.real_clip).
+    p_far_reference: float = 0.0
     init: str | None = None  # a model folder whose weights start this run (instead of ImageNet)
 
     @classmethod
@@ -193,9 +195,10 @@ def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfi
     grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip.frames]
     with torch.autocast(device.type, enabled=amp):
         ref = model.encode_reference(images[0], gts[0])
-        prev = gts[0]
+        first = int(clip.far_reference)  # a far reference frame is not propagated from
+        prev = gts[first]
         losses, ious = [], []
-        for t in range(1, T):
+        for t in range(first + 1, T):
             warped = warp_masks(prev, flow(grays[t], grays[t - 1]))
             if rng is not None:
                 warped = corrupt_masks(warped, rng, cfg.p_corrupt)
@@ -288,7 +291,7 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
         rng = np.random.default_rng([cfg.seed, it])
         p_static = cfg.p_static_stage if it < cfg.static_iterations else cfg.p_static
         clip = make_clip(seqs, rng, cfg.clip_length, cfg.crop, cfg.p_composite, cfg.p_synthetic, images=images,
-                         p_static=p_static, p_fast=cfg.p_fast)
+                         p_static=p_static, p_fast=cfg.p_fast, p_far_reference=cfg.p_far_reference)
         loss, iou = train_step(model, clip, flow, dev, cfg, amp, rng=rng if cfg.p_corrupt > 0 else None)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from service.training.clips import composite_clip, make_clip, real_clip, static_clip
-from service.training.datasets import Instance, StillImage, is_coco, load_coco, load_sequences
-from service.training.loop import TrainConfig, corrupt_masks, train
+from service.training.datasets import Instance, Sequence, StillImage, is_coco, load_coco, load_sequences
+from service.training.loop import TrainConfig, build, corrupt_masks, train, train_step
 from service.training.report import every_nth, validation_groups
+from service.vos.flow import make_flow
 
 from ..conftest import SHARED, TRAIN240, require
 
@@ -194,3 +195,51 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_can_be_continued(tin
     stage2 = TrainConfig(**{**TINY, "iterations": 1, "init": str(tmp_path / "straight" / "final")})
     train(stage2, [tiny_seqs, coco_dir], tmp_path / "stage2", log=quiet)
     assert (tmp_path / "stage2" / "final" / "weights.safetensors").is_file()
+
+
+
+def _numbered_sequence(n: int = 40) -> Sequence:
+    """Frame t is the grey level 5t everywhere (so a clip's frames name their source frames), one square object."""
+    frames = np.repeat((5 * np.arange(n, dtype=np.uint8))[:, None, None, None], 3, axis=3) * np.ones(
+        (1, 60, 90, 3), np.uint8)
+    labels = np.zeros((n, 60, 90), np.uint8)
+    labels[:, 15:45, 20:60] = 1
+    return Sequence("numbered", frames, labels, np.ones(n, bool))
+
+
+def test_far_reference_clips_take_the_reference_from_outside_the_propagated_frames():
+    seq = _numbered_sequence()
+    refs = set()
+    for s in range(30):
+        c = real_clip(seq, np.random.default_rng(s), 4, (64, 96), far_reference=True)
+        assert c.far_reference and c.frames.shape == (5, 64, 96, 3) and c.ids == [1]
+        src = [int(f[32, 48, 0]) // 5 for f in c.frames]  # (T,) source frame of each clip frame
+        ref, span = src[0], src[1:]
+        assert not min(span) <= ref <= max(span)
+        refs.add(ref)
+    assert len(refs) > 10  # drawn all over the sequence, not a fixed offset
+    plain = real_clip(seq, np.random.default_rng(4), 4, (64, 96))
+    assert not plain.far_reference and len(plain.frames) == 4
+    clips = [make_clip([seq], np.random.default_rng([5, i]), 3, (64, 96), p_composite=0, p_synthetic=0,
+                       p_far_reference=1.0) for i in range(4)]
+    assert all(k.far_reference and len(k.frames) == 4 for k in clips)
+    # Off by default, and then nothing is drawn for it: the same clips as before the option existed.
+    a = make_clip([seq], np.random.default_rng(9), 3, (64, 96), p_composite=0, p_synthetic=0)
+    b = make_clip([seq], np.random.default_rng(9), 3, (64, 96), p_composite=0, p_synthetic=0, p_far_reference=0.0)
+    assert not a.far_reference and np.array_equal(a.frames, b.frames)
+
+
+def test_a_far_reference_clip_trains_on_the_frames_after_its_start():
+    torch.set_num_threads(1)
+    cfg = TrainConfig(**{**TINY, "p_far_reference": 1.0})
+    model, _ = build(cfg, torch.device("cpu"))
+    c = real_clip(_numbered_sequence(), np.random.default_rng(0), 3, (64, 96), far_reference=True)
+    seen = []
+    flow = make_flow("none")
+    loss, iou = train_step(model, c, lambda a, b: seen.append((a, b)) or flow(a, b), torch.device("cpu"), cfg,
+                           False)
+    assert torch.isfinite(loss) and 0 <= iou <= 1
+    # Propagation starts at frame 1 (its exact mask): flows 1->2 and 2->3 only, never from the reference frame.
+    grey = [int(g[0, 0]) for pair in seen for g in pair]
+    src = [int(f[32, 48, 0]) for f in c.frames]
+    assert grey == [src[2], src[1], src[3], src[2]]
