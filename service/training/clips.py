@@ -2,7 +2,8 @@
 static-image clips (objects of one still image moved with their own affine and elastic warps).
 
 Every generator returns a Clip of T frames at a fixed size (multiples of 32) with exact labels; the
-first frame is the reference (its masks are given), the rest are predicted. `fast` clips are the
+first frame is the reference (its masks are given), the rest are predicted (a far-reference clip,
+`Clip.far_reference`, also gives the masks of frame 1, where its propagation starts). `fast` clips are the
 hard cases the held-out numbers point at: large displacements between frames, motion blur, small
 objects leaving the frame.
 """
