@@ -28,6 +28,11 @@ class Clip:
     far_reference: bool = False
 
     @property
+    def start(self) -> int:
+        """The frame whose exact masks propagation starts from (the reference frame unless it is far)."""
+        return int(self.far_reference)
+
+    @property
     def ids(self) -> list[int]:
         return [int(i) for i in np.unique(self.labels[0]) if i]
 
@@ -110,8 +115,7 @@ def real_clip(seq: Sequence, rng: np.random.Generator, length: int, size: tuple[
     idx = _annotated_indices(seq, length, rng, max_skip=8 if fast else 3)
     if far_reference:
         valid = np.flatnonzero(seq.annotated)
-        lo, hi = min(idx[0], idx[-1]), max(idx[0], idx[-1])
-        outside = valid[(valid < lo) | (valid > hi)]
+        outside = valid[(valid < idx.min()) | (valid > idx.max())]
         idx = np.concatenate([[int(rng.choice(outside if len(outside) else valid))], idx])
     frames, labels = _fit(seq.frames[idx], seq.labels[idx], size, rng, centre=int(far_reference))
     if fast and rng.random() < 0.5:
@@ -363,7 +367,6 @@ def make_clip(seqs: list[Sequence], rng: np.random.Generator, length: int, size:
             else:
                 far = p_far_reference > 0 and rng.random() < p_far_reference
                 clip = real_clip(seqs[int(rng.integers(len(seqs)))], rng, length, size, fast=fast, far_reference=far)
-        starts = (0, 1) if clip.far_reference else (0,)
-        if clip.ids and all((clip.labels[t] == i).sum() >= 64 for i in clip.ids for t in starts):
+        if clip.ids and all((clip.labels[t] == i).sum() >= 64 for i in clip.ids for t in {0, clip.start}):
             return clip
     return synthetic_clip(rng, length, size)

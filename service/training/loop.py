@@ -195,10 +195,9 @@ def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfi
     grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip.frames]
     with torch.autocast(device.type, enabled=amp):
         ref = model.encode_reference(images[0], gts[0])
-        first = int(clip.far_reference)  # a far reference frame is not propagated from
-        prev = gts[first]
+        prev = gts[clip.start]  # a far reference frame is not propagated from
         losses, ious = [], []
-        for t in range(first + 1, T):
+        for t in range(clip.start + 1, T):
             warped = warp_masks(prev, flow(grays[t], grays[t - 1]))
             if rng is not None:
                 warped = corrupt_masks(warped, rng, cfg.p_corrupt)

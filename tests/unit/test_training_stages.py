@@ -197,7 +197,6 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_can_be_continued(tin
     assert (tmp_path / "stage2" / "final" / "weights.safetensors").is_file()
 
 
-
 def _numbered_sequence(n: int = 40) -> Sequence:
     """Frame t is the grey level 5t everywhere (so a clip's frames name their source frames), one square object."""
     frames = np.repeat((5 * np.arange(n, dtype=np.uint8))[:, None, None, None], 3, axis=3) * np.ones(
