@@ -123,12 +123,41 @@ def real_clip(seq: Sequence, rng: np.random.Generator, length: int, size: tuple[
     return Clip(frames, _relabel(labels), far_reference)
 
 
+def _exit_path(rng: np.random.Generator, bh: float, bw: float, target: np.ndarray,
+               length: int) -> tuple[float, float, float, float]:
+    """Start (top, left) and velocity (vy, vx) per frame of a pasted object of size bh x bw that, within the
+    clip, either leaves the frame over an edge (it starts half to wholly inside) or moves onto the
+    background object `target` (H,W bool, its mask in the last frame), where the occlusion order decides
+    which of the two disappears behind the other. Over a clip of a few frames neither happens by drift."""
+    H, W = target.shape
+    ys, xs = np.nonzero(target)
+    steps = max(length - 1, 1)
+    if len(ys) and rng.random() < 0.5:  # onto the background object, from about its own size away
+        end = np.array([ys.mean() - bh / 2, xs.mean() - bw / 2])
+        ang = rng.uniform(0, 2 * np.pi)
+        start = end + rng.uniform(0.5, 1.5) * max(bh, bw) * np.array([np.sin(ang), np.cos(ang)])
+    else:  # over one edge: top, bottom, left or right
+        side = int(rng.integers(4))
+        inside = rng.uniform(0.5, 1.0)
+        start = np.array([rng.uniform(0, max(H - bh, 1)), rng.uniform(0, max(W - bw, 1))])
+        end = start.copy()
+        axis, extent, size = (0, bh, H) if side < 2 else (1, bw, W)
+        if side % 2 == 0:  # towards 0
+            start[axis], end[axis] = -extent * (1 - inside), -extent * rng.uniform(1.0, 1.3)
+        else:
+            start[axis], end[axis] = size - extent * inside, size + extent * rng.uniform(0.0, 0.3)
+    v = (end - start) / int(rng.integers(1, steps + 1))  # there at a random frame of the clip, then beyond
+    return float(start[0]), float(start[1]), float(v[0]), float(v[1])
+
+
 def composite_clip(bg: Sequence, donors: list[Sequence], rng: np.random.Generator, length: int,
-                   size: tuple[int, int], fast: bool = False) -> Clip:
+                   size: tuple[int, int], fast: bool = False, p_exit: float = 0.0) -> Clip:
     """Objects cut from donor sequences (with their own motion and deformation) pasted with a random
     affine drift and scale onto the background sequence, in a random occlusion order (the background
     sequence's own object is one of the layers). `fast`: larger frame skips, several times the drift
-    (objects may leave the frame), smaller pasted objects, motion blur along each object's motion."""
+    (objects may leave the frame), smaller pasted objects, motion blur along each object's motion.
+    `p_exit`: the fraction of pasted objects that leave the frame or meet the background's object within
+    the clip (`_exit_path`), so that objects vanish and come apart as they do over a long video."""
     idx = _annotated_indices(bg, length, rng, max_skip=6 if fast else 3)
     orig_f, orig_l = bg.frames[idx], bg.labels[idx]
     frames, labels = orig_f.copy(), orig_l.copy()
@@ -151,6 +180,8 @@ def composite_clip(bg: Sequence, donors: list[Sequence], rng: np.random.Generato
         ty, tx = rng.uniform(0, H * 0.6), rng.uniform(0, W * 0.6)
         speed = rng.uniform(0.06, 0.15) if fast else 0.02
         vy, vx = rng.normal(0, H * speed), rng.normal(0, W * speed)
+        if p_exit > 0 and rng.random() < p_exit:
+            ty, tx, vy, vx = _exit_path(rng, (y1 - y0) * s, (x1 - x0) * s, orig_l[-1] > 0, length)
         for t in range(length):
             m = np.float32([[s, 0, tx + vx * t - x0 * s], [0, s, ty + vy * t - y0 * s]])
             obj = cv2.warpAffine(donor.frames[didx[t]], m, (W, H), flags=cv2.INTER_LINEAR)
@@ -346,10 +377,11 @@ def static_clip(images: list[StillImage], rng: np.random.Generator, length: int,
 
 def make_clip(seqs: list[Sequence], rng: np.random.Generator, length: int, size: tuple[int, int],
               p_composite: float = 0.5, p_synthetic: float = 0.15, *, images: list[StillImage] | None = None,
-              p_static: float = 0.0, p_fast: float = 0.0, p_far_reference: float = 0.0) -> Clip:
+              p_static: float = 0.0, p_fast: float = 0.0, p_far_reference: float = 0.0, p_exit: float = 0.0) -> Clip:
     """One training clip: a static-image clip (with probability p_static, when `images` are given),
     a composite, a synthetic video, or a real sequence; a fraction p_fast of them fast (see the module
-    docstring), a fraction p_far_reference of the real ones with a far reference frame (`real_clip`).
+    docstring), a fraction p_far_reference of the real ones with a far reference frame (`real_clip`), a
+    fraction p_exit of the composites' pasted objects leaving or meeting another (`composite_clip`).
     Never empty where propagation starts: every object has at least 64 pixels there (and in the reference)."""
     for _ in range(20):
         # No draw is spent on options that are off, so a recipe without them draws the clips it always did.
@@ -363,7 +395,8 @@ def make_clip(seqs: list[Sequence], rng: np.random.Generator, length: int, size:
             elif u < p_synthetic + p_composite and len(seqs) > 1:
                 bg = seqs[int(rng.integers(len(seqs)))]
                 donors = [seqs[int(i)] for i in rng.choice(len(seqs), int(rng.integers(1, 3)), replace=False)]
-                clip = composite_clip(bg, [d for d in donors if d is not bg], rng, length, size, fast=fast)
+                clip = composite_clip(bg, [d for d in donors if d is not bg], rng, length, size, fast=fast,
+                                      p_exit=p_exit)
             else:
                 far = p_far_reference > 0 and rng.random() < p_far_reference
                 clip = real_clip(seqs[int(rng.integers(len(seqs)))], rng, length, size, fast=fast, far_reference=far)

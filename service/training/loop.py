@@ -11,7 +11,9 @@ more iterations (the poly schedule is then stretched over the new total).
 Beyond the paper: a static-image stage (clips made from still images with instance masks, mixed in
 at a higher rate for the first `static_iterations`), fast clips (large displacements, motion blur,
 small objects), and the previous-mask input corrupted during training (shifted, rescaled, dilated,
-eroded, cut, dropped, with false blobs) so that the network learns to correct it rather than copy it.
+eroded, cut, dropped, with false blobs) so that the network learns to correct it rather than copy it;
+composites whose objects leave the frame or meet another within the clip, and a loss that penalises
+what an object absent from a frame still predicts (`soft_iou_loss`), so that it learns to let go.
 A run may start from another model's weights (`init`): a second stage on top of an earlier run.
 """
 
@@ -70,6 +72,10 @@ class TrainConfig:
     p_corrupt: float = 0.0
     # Fraction of the real clips whose reference frame is far from the frames propagated (clips.real_clip).
     p_far_reference: float = 0.0
+    # Fraction of the composites' pasted objects made to leave the frame or meet another (clips.composite_clip).
+    p_exit: float = 0.0
+    # Objects absent from a target frame are penalised for what they still predict (soft_iou_loss).
+    absent_loss: bool = False
     init: str | None = None  # a model folder whose weights start this run (instead of ImageNet)
 
     @classmethod
@@ -80,11 +86,23 @@ class TrainConfig:
         return cls(**raw)
 
 
-def soft_iou_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - sum(min(P,Y)) / sum(max(P,Y)) per object (K,H,W), averaged over objects."""
+def soft_iou_loss(probs: torch.Tensor, target: torch.Tensor, absent_area: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - sum(min(P,Y)) / sum(max(P,Y)) per object (K,H,W), averaged over objects.
+
+    An object absent from the target (left the frame, hidden behind another) has no overlap to gain: its
+    soft IoU is 1 whatever it predicts, with no gradient, so only the cross-entropy term ever taught the
+    network to let go of it. With `absent_area` (K,), each object's area where propagation started, such an
+    object's loss is S / (S + a) instead, S its predicted area: 0 when nothing is predicted, 1/2 when a
+    whole object's worth is, with a gradient per pixel of the same order as the soft IoU's (1/a).
+    """
     inter = torch.minimum(probs, target).flatten(1).sum(1)
     union = torch.maximum(probs, target).flatten(1).sum(1).clamp_min(1e-6)
-    return (1 - inter / union).mean()
+    loss = 1 - inter / union
+    if absent_area is not None:
+        area = probs.flatten(1).sum(1)
+        absent = target.flatten(1).sum(1) == 0
+        loss = torch.where(absent, area / (area + absent_area.clamp_min(1.0)), loss)
+    return loss.mean()
 
 
 def bce_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -196,13 +214,14 @@ def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfi
     with torch.autocast(device.type, enabled=amp):
         ref = model.encode_reference(images[0], gts[0])
         prev = gts[clip.start]  # a far reference frame is not propagated from
+        seen = prev.flatten(1).sum(1) if cfg.absent_loss else None  # (K,) areas where propagation starts
         losses, ious = [], []
         for t in range(clip.start + 1, T):
             warped = warp_masks(prev, flow(grays[t], grays[t - 1]))
             if rng is not None:
                 warped = corrupt_masks(warped, rng, cfg.p_corrupt)
             probs = model(images[t], warped, ref).float()
-            losses.append(soft_iou_loss(probs, gts[t]) + cfg.bce_weight * bce_loss(probs, gts[t]))
+            losses.append(soft_iou_loss(probs, gts[t], seen) + cfg.bce_weight * bce_loss(probs, gts[t]))
             with torch.no_grad():
                 iou = _iou(probs, gts[t])
                 ious.append(float(iou.mean()))
@@ -290,7 +309,7 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
         rng = np.random.default_rng([cfg.seed, it])
         p_static = cfg.p_static_stage if it < cfg.static_iterations else cfg.p_static
         clip = make_clip(seqs, rng, cfg.clip_length, cfg.crop, cfg.p_composite, cfg.p_synthetic, images=images,
-                         p_static=p_static, p_fast=cfg.p_fast, p_far_reference=cfg.p_far_reference)
+                         p_static=p_static, p_fast=cfg.p_fast, p_far_reference=cfg.p_far_reference, p_exit=cfg.p_exit)
         loss, iou = train_step(model, clip, flow, dev, cfg, amp, rng=rng if cfg.p_corrupt > 0 else None)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

@@ -73,6 +73,26 @@ def test_soft_iou_loss():
     assert 0 < float(soft_iou_loss(y * 0.5, y)) < 1
 
 
+def test_an_absent_object_is_taught_to_let_go():
+    y = torch.zeros(2, 8, 8)
+    y[0, 2:5, 2:5] = 1  # object 1 present, object 2 gone from this frame
+    p = torch.full((2, 8, 8), 0.3, requires_grad=True)
+    plain = soft_iou_loss(p, y)
+    plain.backward()
+    assert float(p.grad[1].abs().sum()) == 0  # the plain soft IoU of an absent object is flat: 1 whatever it predicts
+    q = p.detach().clone().requires_grad_(True)
+    seen = torch.tensor([9.0, 9.0])
+    loss = soft_iou_loss(q, y, seen)
+    loss.backward()
+    assert float(q.grad[1].min()) > 0  # every predicted pixel of the absent object is pushed down
+    assert torch.allclose(q.grad[0], p.grad[0])  # a present object's loss is the plain one
+    # S / (S + a) per absent object: 0 when nothing is predicted, 1/2 with a whole object's area predicted.
+    none = torch.stack([y[0], torch.zeros(8, 8)])
+    assert float(soft_iou_loss(none, y, seen)) == 0
+    half = torch.stack([y[0], y[0]])
+    assert float(soft_iou_loss(half, y, seen)) == pytest.approx(0.25)
+
+
 TINY = {"model": {"backbone": "efficientnet_lite0", "width": 16, "long_side": 96, "mean": [0.5, 0.5, 0.5],
                   "std": [0.5, 0.5, 0.5]},
         "iterations": 6, "clip_length": 3, "crop": [64, 96], "pretrained": False, "checkpoint_every": 1,

@@ -116,6 +116,28 @@ def test_fast_video_clips_and_mixing(tmp_path):
     assert np.array_equal(a.frames, b.frames)
 
 
+def test_composite_objects_leave_the_frame_or_meet_the_background_object():
+    seqs = load_sequences(require(TRAIN240), names=["dog", "boat", "bear"])
+    gone = present = 0
+    for seed in range(24):
+        rng = np.random.default_rng([7, seed])
+        c = composite_clip(seqs[0], seqs[1:], rng, 4, (96, 160), p_exit=1.0)
+        for i in c.ids:
+            areas = [(c.labels[t] == i).sum() for t in range(4)]
+            gone += min(areas[1:]) == 0
+            present += 1
+    assert gone >= present // 5, (gone, present)  # objects vanish within a 4-frame clip, as over a long video
+    drift = sum(min((c.labels[t] == i).sum() for t in range(1, 4)) == 0
+                for seed in range(24)
+                for c in [composite_clip(seqs[0], seqs[1:], np.random.default_rng([7, seed]), 4, (96, 160))]
+                for i in c.ids)
+    assert drift < gone
+    # Off by default, drawing nothing: the same composites as before the option existed.
+    a = make_clip(seqs, np.random.default_rng(9), 3, (64, 96), p_composite=1.0, p_synthetic=0)
+    b = make_clip(seqs, np.random.default_rng(9), 3, (64, 96), p_composite=1.0, p_synthetic=0, p_exit=0.0)
+    assert np.array_equal(a.frames, b.frames)
+
+
 def test_corrupted_previous_masks():
     m = torch.zeros(3, 48, 64)
     m[0, 10:20, 10:30] = 1
