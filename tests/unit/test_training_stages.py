@@ -132,10 +132,6 @@ def test_composite_objects_leave_the_frame_or_meet_the_background_object():
                 for c in [composite_clip(seqs[0], seqs[1:], np.random.default_rng([7, seed]), 4, (96, 160))]
                 for i in c.ids)
     assert drift < gone
-    # Off by default, drawing nothing: the same composites as before the option existed.
-    a = make_clip(seqs, np.random.default_rng(9), 3, (64, 96), p_composite=1.0, p_synthetic=0)
-    b = make_clip(seqs, np.random.default_rng(9), 3, (64, 96), p_composite=1.0, p_synthetic=0, p_exit=0.0)
-    assert np.array_equal(a.frames, b.frames)
 
 
 def test_corrupted_previous_masks():
