@@ -124,10 +124,13 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[AGSSVOS, torch.optim.
         from ..vos.checkpoint import load_model
 
         start = load_model(cfg.init)
-        if start.config.backbone != model.config.backbone or start.config.width != model.config.width:
-            raise ValueError(f"init {cfg.init}: a {start.config.backbone} / width {start.config.width} model, "
-                             f"the config asks for {model.config.backbone} / width {model.config.width}")
-        model.load_state_dict(start.state_dict())
+        if (start.config.backbone != model.config.backbone or start.config.width != model.config.width
+                or (start.config.others and not model.config.others)):
+            raise ValueError(f"init {cfg.init}: a {start.config.backbone} / width {start.config.width} model"
+                             f"{' with others' if start.config.others else ''}, the config asks for "
+                             f"{model.config.backbone} / width {model.config.width}")
+        # A model without `others` starts one with it: conv1_o stays at zero, so the outputs are the same.
+        model.load_state_dict(start.state_dict(), strict=not model.config.others)
     elif cfg.pretrained and model.config.backbone in EFFNETS:
         from ..vos.effnet import load_imagenet_weights
 

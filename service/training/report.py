@@ -127,7 +127,9 @@ def write_card(model_dir: Path, export: Path, cfg: TrainConfig, data: list[str],
         "name": export.name,
         "architecture": "AGSS-VOS (instance-agnostic + instance-specific modules, attention-guided decoder) "
                         f"on an ImageNet {encoder} encoder (not the paper's ResNet-50), decoder width "
-                        f"{cfg.model['width']}",
+                        f"{cfg.model['width']}"
+                        + ("; each object's branch also sees the other objects' warped masks" if cfg.model.get("others")
+                           else ""),
         "input": {"long_side": cfg.model["long_side"], "multiple_of": 32, "mean": cfg.model["mean"],
                   "std": cfg.model["std"], "color": "RGB scaled to [0,1]"},
         "training": {"data": data, "recipe": {k: v for k, v in cfg.__dict__.items() if k != "model"},

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BackendError
-from .network import AGSSVOS, PROB_EPS, encoder_channels, normalize_objects
+from .network import AGSSVOS, PROB_EPS, encoder_channels, normalize_objects, object_inputs
 
 OPSET = 17
 EXPORT_FORMAT = "agss-vos-onnx"
@@ -78,9 +78,10 @@ class ObjectNet(nn.Module):
     def __init__(self, model: AGSSVOS):
         super().__init__()
         self.Encoder, self.Decoder = model.Encoder, model.Decoder
+        self.others = model.config.others
 
     def forward(self, stem: torch.Tensor, m3: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
-        r2, atn = self.Encoder.objects(stem, warped.unsqueeze(1))
+        r2, atn = self.Encoder.objects(stem, object_inputs(warped, self.others))
         return _specific(self.Decoder, m3, atn, r2)
 
 

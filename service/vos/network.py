@@ -47,6 +47,9 @@ class AGSSConfig:
     long_side: int = 864  # default network input long side, a multiple of 32
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    # Each object's branch also sees the other objects' warped masks (`conv1_o`), so that where one
+    # object lies is evidence against another being there (hidden behind it, or gone); not in the paper.
+    others: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -133,8 +136,22 @@ class _EncoderBase(nn.Module):
         r3, r4, r5 = self._deep(r2)
         return r5, r4, r3, r2
 
+    def _add_others(self, cfg: AGSSConfig) -> None:
+        """With `cfg.others`, `conv1_o`: the other objects' mask into the stem, shaped as `conv1_p`.
+        It starts at zero, so a model trained without it starts from the same outputs."""
+        if cfg.others:
+            p = self.conv1_p
+            self.conv1_o = nn.Conv2d(1, p.out_channels, p.kernel_size, p.stride, p.padding, bias=False)
+            nn.init.zeros_(self.conv1_o.weight)
+        else:
+            self.conv1_o = None
+
     def objects(self, stem: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """stem (1,C,H/2,W/2), masks (K,1,H,W) -> r2 (K,C2,H/4,W/4), attention (K,width,H/8,W/8)."""
+        """stem (1,C,H/2,W/2), masks (K,1,H,W) -> r2 (K,C2,H/4,W/4), attention (K,width,H/8,W/8).
+        With `conv1_o`, masks is (K,2,H,W): each object's mask, then the other objects' (`other_objects`)."""
+        if self.conv1_o is not None:
+            stem = stem + self.conv1_o(masks[:, 1:2])  # (K,C,H/2,W/2)
+            masks = masks[:, :1]
         r2 = self._res2(stem, masks)  # stem broadcasts over the K objects
         m = F.interpolate(masks, size=r2.shape[-2:], mode="bilinear", align_corners=True)
         return r2, self.atn(torch.cat([r2, m], dim=1))
@@ -152,6 +169,7 @@ class Encoder(_EncoderBase):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.res2, self.res3, self.res4, self.res5 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         self.atn = _attention(resnet.spec.channels[0], cfg.width)
+        self._add_others(cfg)
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         """image (N,3,H,W) -> conv1(image) (N,64,H/2,W/2), shared by the full and object passes."""
@@ -178,6 +196,7 @@ class EffEncoder(_EncoderBase):
         self.conv1_p = nn.Conv2d(1, effnet.STEM_CHANNELS, 3, 2, 1, bias=True)
         self.conv_stem, self.bn0, self.blocks = net._conv_stem, net._bn0, net._blocks
         self.atn = _attention(net.variant.channels[0], cfg.width)
+        self._add_others(cfg)
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         return self.conv_stem(image)
@@ -196,11 +215,6 @@ class EffEncoder(_EncoderBase):
             outs.append(h)
         return outs[0], outs[1], outs[2]
 
-    def objects(self, stem: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """stem (1,64,H/2,W/2), masks (K,1,H,W) -> r2 (K,C2,H/4,W/4), attention (K,width,H/8,W/8)."""
-        r2 = self._res2(stem, masks)  # stem broadcasts over the K objects
-        m = F.interpolate(masks, size=r2.shape[-2:], mode="bilinear", align_corners=True)
-        return r2, self.atn(torch.cat([r2, m], dim=1))
 
 
 class GlobalConv(nn.Module):
@@ -264,6 +278,25 @@ class Decoder(nn.Module):
         return F.softmax(logits, dim=1)[:, 1]
 
 
+def other_objects(masks: torch.Tensor) -> torch.Tensor:
+    """masks (K,H,W) -> (K,H,W): at each pixel, the largest of the other objects' masks (0 for K=1).
+
+    From the two largest values per pixel (a zero row stands in for a missing second object), so it is
+    one TopK in ONNX and ties come out right: an object tied with the maximum sees the maximum."""
+    k = masks.shape[0]
+    padded = torch.cat([masks, masks.new_zeros(1, *masks.shape[1:])])  # (K+1,H,W)
+    top, idx = padded.topk(2, dim=0)  # (2,H,W) each
+    own = torch.arange(k, device=masks.device).view(k, 1, 1)
+    return torch.where(idx[0:1] == own, top[1:2], top[0:1])
+
+
+def object_inputs(warped: torch.Tensor, others: bool) -> torch.Tensor:
+    """warped (K,H,W) -> the object branch's masks: (K,1,H,W), or (K,2,H,W) with `others`
+    (`AGSSConfig.others`: each object's mask, then `other_objects`)."""
+    masks = warped.unsqueeze(1)
+    return torch.cat([masks, other_objects(warped).unsqueeze(1)], dim=1) if others else masks
+
+
 def normalize_objects(probs: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
     """Soft aggregation across objects: probs (K,H,W) -> (K,H,W), each pixel summing to at most 1.
 
@@ -321,8 +354,8 @@ class AGSSVOS(nn.Module):
         if k == 0:
             return warped_prev
         stem = self.Encoder.stem(image)
-        masks = warped_prev.unsqueeze(1)  # (K,1,H,W)
-        r5, r4, r3, _ = self.Encoder.full(stem, masks.max(dim=0, keepdim=True).values)
+        masks = object_inputs(warped_prev, self.config.others)  # (K,1,H,W) or (K,2,H,W)
+        r5, r4, r3, _ = self.Encoder.full(stem, warped_prev.max(dim=0, keepdim=True).values[None])
         m3 = self.Decoder.agnostic(r5, ref.r5, r4, r3)
         # The per-object branch runs in chunks so that memory stays bounded with hundreds of objects.
         chunk = OBJECT_CHUNK.get(image.device.type, 16)

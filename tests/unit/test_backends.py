@@ -165,3 +165,24 @@ def test_bench_times_backends_interleaved_with_stages(small_model_dir):
         assert set(r.stages) == set(STAGES) and all(v >= 0 for v in r.stages.values())
         assert r.stages["network"] > 0 and r.stages["flow"] > 0
     assert rows[0].label_mismatch == 0 and rows[1].label_mismatch < 1e-3
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_backend_matches_eager_with_the_other_objects_input(backend, lite):
+    """A model with `others` (each object's branch also sees the other objects' masks) compiles too."""
+    from service.vos.network import AGSSVOS
+
+    if not installed(backend):
+        pytest.skip(f"{backend} is not installed")
+    torch.manual_seed(0)
+    model = AGSSVOS(type(lite.config)(**{**lite.config.__dict__, "others": True})).eval()
+    model.load_state_dict(lite.state_dict(), strict=False)
+    with torch.no_grad():
+        model.Encoder.conv1_o.weight.normal_(0, 0.5)
+    image, masks = _inputs(model, (192, 320), 3)
+    with torch.no_grad():
+        ref = model.encode_reference(image, masks)
+        want = model.object_probs(image, masks, ref)
+    assert (want - lite.object_probs(image, masks, ref)).abs().max() > 10 * TOL  # the input matters
+    got = wrap(model, backend).object_probs(image, masks, ref)
+    assert (got - want).abs().max() < TOL

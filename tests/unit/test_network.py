@@ -77,3 +77,70 @@ def test_bad_shapes_are_rejected():
         model.encode_reference(torch.zeros(1, 3, 50, 64), torch.zeros(1, 50, 64))
     with pytest.raises(ValueError, match="masks must be"):
         model.encode_reference(torch.zeros(1, 3, 64, 64), torch.zeros(1, 32, 64))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_other_objects_is_the_largest_of_the_others(k):
+    from service.vos.network import other_objects
+
+    torch.manual_seed(k)
+    masks = torch.rand(k, 6, 7).round(decimals=1)  # rounded, so that ties occur
+    got = other_objects(masks)
+    for i in range(k):
+        rest = torch.cat([masks[:i], masks[i + 1:]])
+        want = rest.max(dim=0).values if len(rest) else torch.zeros(6, 7)
+        assert torch.equal(got[i], want)
+
+
+def _with_others(seed: int = 0):
+    """A small effnet model with `others`, its conv1_o made non-zero so that the other objects matter."""
+    torch.manual_seed(seed)
+    model = build_model(AGSSConfig("efficientnet_lite0", 16, 64, others=True)).eval()
+    assert torch.count_nonzero(model.Encoder.conv1_o.weight) == 0  # starts as a no-op
+    with torch.no_grad():
+        model.Encoder.conv1_o.weight.normal_(0, 1.0)
+    return model
+
+
+def test_others_model_starts_as_the_model_without_and_then_sees_the_other_objects(tmp_path):
+    from service.training.loop import TrainConfig, build
+    from service.vos.checkpoint import save_model
+
+    torch.manual_seed(0)
+    plain = build_model(AGSSConfig("efficientnet_lite0", 16, 64)).eval()
+    save_model(plain, tmp_path / "plain")
+    started, _ = build(TrainConfig(model={**plain.config.to_dict(), "others": True}, init=str(tmp_path / "plain")),
+                       torch.device("cpu"))
+    started.eval()
+    image = torch.randn(1, 3, 64, 64)
+    masks = (torch.rand(3, 64, 64) > 0.6).float()
+    with torch.no_grad():
+        ref = plain.encode_reference(image, masks)
+        assert torch.equal(plain.object_probs(image, masks, ref), started.object_probs(image, masks, ref))
+
+        model = _with_others()
+        ref = model.encode_reference(image, masks)
+        base = model.object_probs(image, masks, ref)
+        moved = masks.clone()
+        moved[2] = torch.roll(moved[2], 20, dims=1)  # only the third object moves
+        after = model.object_probs(image, moved, ref)
+    assert not torch.allclose(base[0], after[0], atol=1e-4)  # the first object's map depends on it
+    save_model(model, tmp_path / "others")
+    with pytest.raises(ValueError, match="with others"):  # a model with others cannot start one without
+        build(TrainConfig(model=plain.config.to_dict(), init=str(tmp_path / "others")), torch.device("cpu"))
+    assert load_model(tmp_path / "others").config.others
+
+
+def test_others_in_chunks_gives_the_same_numbers(monkeypatch):
+    import service.vos.network as network
+
+    model = _with_others(1)
+    image = torch.randn(1, 3, 64, 64)
+    masks = torch.rand(5, 64, 64)
+    monkeypatch.setattr(network, "OBJECT_CHUNK", {"cpu": 2})
+    with torch.no_grad():
+        ref = model.encode_reference(image, masks)
+        chunked = model.object_probs(image, masks, ref)
+        monkeypatch.setattr(network, "OBJECT_CHUNK", {"cpu": 100})
+        whole = model.object_probs(image, masks, ref)
+    assert torch.allclose(chunked, whole, atol=1e-6)

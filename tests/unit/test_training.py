@@ -172,3 +172,18 @@ def test_a_second_stage_card_names_the_first_stage_and_every_licence(tmp_path):
     cfg.init = None
     assert "earlier_stage" not in json.loads((write_card(shipped, tmp_path / "out3", cfg, ["d"], {}, "v", {})
                                               / "model.json").read_text())["training"]
+
+
+def test_the_card_says_when_each_object_sees_the_other_objects(tmp_path):
+    from service.training.loop import TrainConfig
+    from service.training.report import write_card
+    from service.vos.checkpoint import BUNDLED_MODELS
+
+    shipped = BUNDLED_MODELS / "agss-lite"
+    config = json.loads((shipped / "model.json").read_text())["config"]
+    cards = {}
+    for others in (False, True):
+        cfg = TrainConfig(model={**config, "others": others})
+        card = write_card(shipped, tmp_path / str(others), cfg, ["d"], {}, "v", {}) / "model.json"
+        cards[others] = json.loads(card.read_text())["architecture"]
+    assert "other objects' warped masks" in cards[True] and "other objects" not in cards[False]
