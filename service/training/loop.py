@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ..vos.checkpoint import save_model
 from ..vos.flow import make_flow, warp_masks
 from ..vos.metrics import SequenceScorer, summarize
-from ..vos.network import AGSSVOS, EFFNETS, PRESETS, AGSSConfig
+from ..vos.network import AGSSVOS, EFFNETS, OPTIONAL_INPUTS, PRESETS, AGSSConfig
 from ..vos.tracker import Tracker
 from .clips import make_clip
 from .datasets import Sequence, StillImage, is_coco, load_coco, load_sequences
@@ -47,6 +47,9 @@ class TrainConfig:
     crop: tuple[int, int] = (224, 384)  # (h, w), multiples of 32
     lr: float = 1e-3  # new parts; the pretrained encoder gets lr * encoder_lr_scale
     encoder_lr_scale: float = 0.1
+    # The layers of the optional inputs (AGSSConfig.others, match) start at zero beside trained layers whose
+    # activations are several units large; at the base rate they would take tens of thousands of clips to matter.
+    input_lr_scale: float = 1.0
     weight_decay: float = 4e-5
     poly_power: float = 0.9
     p_composite: float = 0.5
@@ -124,13 +127,16 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[AGSSVOS, torch.optim.
         from ..vos.checkpoint import load_model
 
         start = load_model(cfg.init)
-        if (start.config.backbone != model.config.backbone or start.config.width != model.config.width
-                or (start.config.others and not model.config.others)):
-            raise ValueError(f"init {cfg.init}: a {start.config.backbone} / width {start.config.width} model"
-                             f"{' with others' if start.config.others else ''}, the config asks for "
-                             f"{model.config.backbone} / width {model.config.width}")
-        # A model without `others` starts one with it: conv1_o stays at zero, so the outputs are the same.
-        model.load_state_dict(start.state_dict(), strict=not model.config.others)
+        have, want = start.config, model.config
+        dropped = [o for o in OPTIONAL_INPUTS if getattr(have, o) and not getattr(want, o)]
+        if have.backbone != want.backbone or have.width != want.width or dropped:
+            raise ValueError(f"init {cfg.init}: a {have.backbone} / width {have.width} model"
+                             f"{''.join(f' with {o}' for o in dropped)}, the config asks for "
+                             f"{want.backbone} / width {want.width}"
+                             f"{''.join(f' without {o}' for o in dropped)}")
+        # A model without an optional input starts one with it: its layer stays at zero, the outputs the same.
+        added = [o for o in OPTIONAL_INPUTS if getattr(want, o) and not getattr(have, o)]
+        model.load_state_dict(start.state_dict(), strict=not added)
     elif cfg.pretrained and model.config.backbone in EFFNETS:
         from ..vos.effnet import load_imagenet_weights
 
@@ -139,9 +145,11 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[AGSSVOS, torch.optim.
         torch.nn.init.zeros_(net.conv1_p.weight)  # the mask starts as a no-op on the pretrained stem
         torch.nn.init.zeros_(net.conv1_p.bias)
     model.to(device)
-    enc, new = model.parameter_groups()
-    opt = torch.optim.Adam([{"params": enc, "lr": cfg.lr * cfg.encoder_lr_scale, "base": cfg.lr * cfg.encoder_lr_scale},
-                            {"params": new, "lr": cfg.lr, "base": cfg.lr}], weight_decay=cfg.weight_decay)
+    enc, new, inputs = model.parameter_groups()
+    groups = [(enc, cfg.lr * cfg.encoder_lr_scale), (new, cfg.lr), (inputs, cfg.lr * cfg.input_lr_scale)]
+    # A model without optional inputs has two groups, so that the runs saved before them still resume.
+    opt = torch.optim.Adam([{"params": p, "lr": lr, "base": lr} for p, lr in groups if p],
+                           weight_decay=cfg.weight_decay)
     return model, opt
 
 

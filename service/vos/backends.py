@@ -26,7 +26,7 @@ import torch
 
 from .errors import BackendError
 from .export import onnx_bytes
-from .network import AGSSVOS, Reference, SegmentationModel, _check_sizes, normalize_objects
+from .network import AGSSVOS, Reference, SegmentationModel, _check_sizes, normalize_objects, reference_masks
 from .options import BACKEND_NAMES
 
 # Fastest first on our CPU (bench tracker, 3 objects): OpenVINO, then ONNX Runtime, then eager.
@@ -115,17 +115,22 @@ class CompiledModel:
         return self.model.preprocess(rgb)
 
     def encode_reference(self, image0: torch.Tensor, masks0: torch.Tensor) -> Reference:
-        """image0 (1,3,H,W), masks0 (K,H,W) in [0,1] -> Reference with r5 (1,C5,H/32,W/32)."""
+        """image0 (1,3,H,W), masks0 (K,H,W) in [0,1] -> Reference with r5 (1,C5,H/32,W/32) (and, for a
+        `match` model, feats and masks, as the eager network's)."""
         _check_sizes(image0, masks0)
         masks = _numpy(masks0) if masks0.shape[0] else np.zeros((1, *masks0.shape[1:]), np.float32)
-        return Reference(torch.from_numpy(self._reference(_numpy(image0), masks)))
+        outs = [torch.from_numpy(o) for o in self._reference(_numpy(image0), masks)]
+        return Reference(*outs, reference_masks(masks0)) if self.config.match else Reference(outs[0])
 
     def object_probs(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
         """(1,3,H,W), (K,H,W), Reference -> per-object foreground probabilities (K,H,W), not normalised."""
         _check_sizes(image, warped_prev)
         if warped_prev.shape[0] == 0:
             return warped_prev
-        return torch.from_numpy(self._object_probs(_numpy(image), _numpy(warped_prev), _numpy(ref.r5)))
+        feeds = {"image": _numpy(image), "warped": _numpy(warped_prev), "ref_r5": _numpy(ref.r5)}
+        if self.config.match:
+            feeds.update(ref_feats=_numpy(ref.feats), ref_masks=_numpy(ref.masks))
+        return torch.from_numpy(self._object_probs(feeds))
 
     def __call__(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
         """As `AGSSVOS.forward`: probabilities (K,H,W) normalised across the objects."""
@@ -133,10 +138,12 @@ class CompiledModel:
 
     forward = __call__
 
-    def _reference(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    def _reference(self, image: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
+        """The reference graph's outputs: ref_r5 (and ref_feats for a `match` model)."""
         raise NotImplementedError
 
-    def _object_probs(self, image: np.ndarray, warped: np.ndarray, ref_r5: np.ndarray) -> np.ndarray:
+    def _object_probs(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The step graph's object_probs for its inputs by name."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -168,11 +175,11 @@ class OnnxRuntimeModel(CompiledModel):
 
         self._ref, self._step = session("reference"), session("step")
 
-    def _reference(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        return self._ref.run(None, {"image": image, "masks": masks})[0]
+    def _reference(self, image: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
+        return self._ref.run(None, {"image": image, "masks": masks})
 
-    def _object_probs(self, image: np.ndarray, warped: np.ndarray, ref_r5: np.ndarray) -> np.ndarray:
-        return self._step.run(None, {"image": image, "warped": warped, "ref_r5": ref_r5})[0]
+    def _object_probs(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._step.run(None, feeds)[0]
 
 
 class OpenVINOModel(CompiledModel):
@@ -220,12 +227,12 @@ class OpenVINOModel(CompiledModel):
         # The request reuses its output buffers on the next call: copy what is kept.
         return [np.array(out[i], copy=True) for i in range(len(out))]
 
-    def _reference(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    def _reference(self, image: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
         # Merged outside the graph (as the graph would) so that one compiled shape serves any K.
-        return self._run("reference", {"image": image, "masks": masks.max(axis=0, keepdims=True)})[0]
+        return self._run("reference", {"image": image, "masks": masks.max(axis=0, keepdims=True)})
 
-    def _object_probs(self, image: np.ndarray, warped: np.ndarray, ref_r5: np.ndarray) -> np.ndarray:
+    def _object_probs(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         # All K objects in one call, compiled for this K: measured faster than a frame graph plus one
         # object graph per object (0.095 vs 0.128 s with 1 object, 0.170 vs 0.184 s with 3), whose
         # hand-over of the stem features costs more than the cache effects that favour chunks in eager.
-        return self._run("step", {"image": image, "warped": warped, "ref_r5": ref_r5})[0]
+        return self._run("step", feeds)[0]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BackendError
-from .network import AGSSVOS, PROB_EPS, encoder_channels, normalize_objects, object_inputs
+from .network import AGSSVOS, PROB_EPS, encoder_channels, match_maps, normalize_objects, object_inputs
 
 OPSET = 17
 EXPORT_FORMAT = "agss-vos-onnx"
@@ -43,45 +43,53 @@ def _merged(masks: torch.Tensor) -> torch.Tensor:
 
 
 class ReferenceNet(nn.Module):
-    """image (1,3,H,W) normalised, masks (K,H,W) in [0,1], K >= 1 -> ref_r5 (1,C5,H/32,W/32).
+    """image (1,3,H,W) normalised, masks (K,H,W) in [0,1], K >= 1 -> ref_r5 (1,C5,H/32,W/32), and for a
+    `match` model also ref_feats (1,C4,H/16,W/16).
 
-    The same as `AGSSVOS.encode_reference(image, masks).r5`. K = 0 (no mask) is the same as one
-    all-zero mask, which is what callers pass in its place.
+    The same as `AGSSVOS.encode_reference(image, masks)`'s r5 and feats (its `masks` are
+    `network.reference_masks`, computed by the caller). K = 0 (no mask) is the same as one all-zero
+    mask, which is what callers pass in its place.
     """
 
     def __init__(self, model: AGSSVOS):
         super().__init__()
         self.Encoder = model.Encoder
+        self.match = model.config.match
 
-    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return self.Encoder.full(self.Encoder.stem(image), _merged(masks))[0]
+    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        r5, r4 = self.Encoder.full(self.Encoder.stem(image), _merged(masks))[:2]
+        return (r5, F.normalize(r4, dim=1)) if self.match else r5
 
 
 class FrameNet(nn.Module):
     """The work done once per frame: image (1,3,H,W), merged (1,1,H,W) (the maximum of the warped
-    masks), ref_r5 -> stem (1,Cs,H/2,W/2), m3 (1,width,H/8,W/8). Its shapes do not depend on K."""
+    masks), ref_r5 -> stem (1,Cs,H/2,W/2), m3 (1,width,H/8,W/8), r4 (1,C4,H/16,W/16). Its shapes do
+    not depend on K."""
 
     def __init__(self, model: AGSSVOS):
         super().__init__()
         self.Encoder, self.Decoder = model.Encoder, model.Decoder
 
     def forward(self, image: torch.Tensor, merged: torch.Tensor,
-                ref_r5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                ref_r5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         stem = self.Encoder.stem(image)
         r5, r4, r3, _ = self.Encoder.full(stem, merged)
-        return stem, self.Decoder.agnostic(r5, ref_r5, r4, r3)
+        return stem, self.Decoder.agnostic(r5, ref_r5, r4, r3), r4
 
 
 class ObjectNet(nn.Module):
-    """The work done per object, batched over K: stem, m3, warped (K,H,W) -> object_probs (K,H,W)."""
+    """The work done per object, batched over K: stem, m3, warped (K,H,W), and for a `match` model r4
+    with ref_feats and ref_masks (K,H/16,W/16) -> object_probs (K,H,W)."""
 
     def __init__(self, model: AGSSVOS):
         super().__init__()
         self.Encoder, self.Decoder = model.Encoder, model.Decoder
-        self.others = model.config.others
+        self.others, self.match = model.config.others, model.config.match
 
-    def forward(self, stem: torch.Tensor, m3: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
-        r2, atn = self.Encoder.objects(stem, object_inputs(warped, self.others))
+    def forward(self, stem: torch.Tensor, m3: torch.Tensor, warped: torch.Tensor, r4: torch.Tensor | None = None,
+                ref_feats: torch.Tensor | None = None, ref_masks: torch.Tensor | None = None) -> torch.Tensor:
+        match = match_maps(r4, ref_feats, ref_masks) if self.match else None
+        r2, atn = self.Encoder.objects(stem, object_inputs(warped, self.others), match)
         return _specific(self.Decoder, m3, atn, r2)
 
 
@@ -98,19 +106,21 @@ def _specific(dec: nn.Module, m3: torch.Tensor, atn: torch.Tensor, r2: torch.Ten
 
 
 class StepNet(nn.Module):
-    """One frame for K objects: image (1,3,H,W), warped (K,H,W), ref_r5 (1,C5,H/32,W/32) ->
-    object_probs (K,H,W) (what `AGSSVOS.object_probs` returns) and, with `normalized`, also
-    probs (K,H,W) (what `AGSSVOS.forward` returns: normalised across the K objects)."""
+    """One frame for K objects: image (1,3,H,W), warped (K,H,W), ref_r5 (1,C5,H/32,W/32), and for a
+    `match` model ref_feats (1,C4,H/16,W/16) and ref_masks (K,H/16,W/16) -> object_probs (K,H,W) (what
+    `AGSSVOS.object_probs` returns) and, with `normalized`, also probs (K,H,W) (what `AGSSVOS.forward`
+    returns: normalised across the K objects)."""
 
     def __init__(self, model: AGSSVOS, normalized: bool = True):
         super().__init__()
         self.frame, self.objects = FrameNet(model), ObjectNet(model)
         self.normalized = normalized
 
-    def forward(self, image: torch.Tensor, warped: torch.Tensor,
-                ref_r5: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        stem, m3 = self.frame(image, _merged(warped), ref_r5)
-        probs = self.objects(stem, m3, warped)
+    def forward(self, image: torch.Tensor, warped: torch.Tensor, ref_r5: torch.Tensor,
+                ref_feats: torch.Tensor | None = None,
+                ref_masks: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        stem, m3, r4 = self.frame(image, _merged(warped), ref_r5)
+        probs = self.objects(stem, m3, warped, r4, ref_feats, ref_masks)
         return (probs, normalize_objects(probs)) if self.normalized else probs
 
 
@@ -122,8 +132,9 @@ def sample_inputs(model: AGSSVOS, objects: int = 2,
     image = torch.randn(1, 3, h, w, generator=g)
     masks = torch.rand(objects, h, w, generator=g)
     with torch.no_grad():
-        ref_r5 = ReferenceNet(model)(image, masks)
-    return {"image": image, "masks": masks, "warped": masks, "ref_r5": ref_r5}
+        ref = model.encode_reference(image, masks)
+    return {"image": image, "masks": masks, "warped": masks, "ref_r5": ref.r5, "ref_feats": ref.feats,
+            "ref_masks": ref.masks}
 
 
 # name -> (module factory, input names, output names, dynamic axes)
@@ -133,11 +144,15 @@ def _graphs(model: AGSSVOS, normalized: bool) -> dict[str, tuple[nn.Module, tupl
     kmask = {0: "K", 1: "H", 2: "W"}
     ref = {2: "H32", 3: "W32"}
     step_out = ("object_probs", "probs") if normalized else ("object_probs",)
+    # A `match` model's reference also gives its 1/16 features, and its step takes them with each
+    # object's reference mask at that scale (`network.reference_masks`, computed outside the graphs).
+    match = model.config.match
+    matched = {"ref_feats": {2: "H16", 3: "W16"}, "ref_masks": {0: "K", 1: "H16", 2: "W16"}} if match else {}
     return {
-        "reference": (ReferenceNet(model), ("image", "masks"), ("ref_r5",),
-                      {"image": img, "masks": kmask, "ref_r5": ref}),
-        "step": (StepNet(model, normalized), ("image", "warped", "ref_r5"), step_out,
-                 {"image": img, "warped": kmask, "ref_r5": ref, **{o: kmask for o in step_out}}),
+        "reference": (ReferenceNet(model), ("image", "masks"), ("ref_r5", "ref_feats")[:1 + match],
+                      {"image": img, "masks": kmask, "ref_r5": ref, **dict(list(matched.items())[:1])}),
+        "step": (StepNet(model, normalized), ("image", "warped", "ref_r5", *matched), step_out,
+                 {"image": img, "warped": kmask, "ref_r5": ref, **matched, **{o: kmask for o in step_out}}),
     }
 
 
@@ -173,6 +188,11 @@ def describe(model: AGSSVOS, opset: int = OPSET) -> dict:
     image = {"shape": [1, 3, "H", "W"], "dtype": "float32",
              "how": "RGB, scaled to [0,1], then (x - mean) / std per channel"}
     ref = {"shape": [1, c5, "H/32", "W/32"], "dtype": "float32"}  # dims named H32, W32 in the graphs
+    feats = {"shape": [1, encoder_channels(cfg.backbone)[2], "H/16", "W/16"], "dtype": "float32"}
+    matched = {"ref_feats": {**feats, "note": "the output of reference for these objects"},
+               "ref_masks": {"shape": ["K", "H/16", "W/16"], "dtype": "float32", "range": [0, 1],
+                             "note": "each object's mask on its reference frame, averaged over 16x16 cells"}
+               } if cfg.match else {}
     return {
         "format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "opset": opset,
         "config": cfg.to_dict(),
@@ -187,14 +207,15 @@ def describe(model: AGSSVOS, opset: int = OPSET) -> dict:
             "reference": {
                 "file": REFERENCE_FILE, "when": "once per group of objects, on the frame of their first masks",
                 "inputs": {"image": image, "masks": {**mask, "note": "K >= 1; the merged mask is their maximum"}},
-                "outputs": {"ref_r5": ref},
+                "outputs": {"ref_r5": ref, **({"ref_feats": {**feats, "note": "unit length per pixel"}}
+                                              if cfg.match else {})},
             },
             "step": {
                 "file": STEP_FILE, "when": "every later frame",
                 "inputs": {"image": image,
                            "warped": {**mask, "note": "the previous frame's probs, warped to this frame by "
                                                       "backward optical flow (bilinear)"},
-                           "ref_r5": {**ref, "note": "the output of reference for these objects"}},
+                           "ref_r5": {**ref, "note": "the output of reference for these objects"}, **matched},
                 "outputs": {
                     "object_probs": {**mask, "note": "foreground probability per object, before normalisation"},
                     "probs": {**mask, "note": "normalised across objects: background b = 1 - max_k p_k; all "
@@ -237,8 +258,12 @@ def verify_onnx(model: AGSSVOS, out_dir: str | os.PathLike, objects: int = 3,
     def session(name: str):
         return ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
 
-    ref_r5 = session(REFERENCE_FILE).run(None, {"image": image.numpy(), "masks": masks.numpy()})[0]
-    raw, probs = session(STEP_FILE).run(None, {"image": image.numpy(), "warped": masks.numpy(), "ref_r5": ref_r5})
-    return {"ref_r5": float((torch.from_numpy(ref_r5) - ref.r5).abs().max()),
-            "object_probs": float((torch.from_numpy(raw) - want).abs().max()),
+    refs = session(REFERENCE_FILE).run(None, {"image": image.numpy(), "masks": masks.numpy()})
+    feeds = {"image": image.numpy(), "warped": masks.numpy(), "ref_r5": refs[0]}
+    diffs = {"ref_r5": float((torch.from_numpy(refs[0]) - ref.r5).abs().max())}
+    if model.config.match:
+        feeds.update(ref_feats=refs[1], ref_masks=ref.masks.numpy())
+        diffs["ref_feats"] = float((torch.from_numpy(refs[1]) - ref.feats).abs().max())
+    raw, probs = session(STEP_FILE).run(None, feeds)
+    return {**diffs, "object_probs": float((torch.from_numpy(raw) - want).abs().max()),
             "probs": float((torch.from_numpy(probs) - normalize_objects(want)).abs().max())}

@@ -50,6 +50,11 @@ class AGSSConfig:
     # Each object's branch also sees the other objects' warped masks (`conv1_o`), so that where one
     # object lies is evidence against another being there (hidden behind it, or gone); not in the paper.
     others: bool = False
+    # Each object's branch also sees how much each pixel's 1/16 feature looks like the object's pixels in
+    # the reference frame, and like the pixels that were not the object (`match_maps`, into the attention
+    # through `match_in`): an identity cue by appearance, which the warped masks alone do not give, so that
+    # a mask does not pass to another object when they cross; not in the paper.
+    match: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -75,6 +80,9 @@ class AGSSConfig:
         return cls(**d)
 
 
+# The options that add an input to the object branch, each through a layer that starts at zero.
+OPTIONAL_INPUTS = ("others", "match")
+
 PRESETS: dict[str, AGSSConfig] = {
     "resnet50": AGSSConfig("resnet50", 256, 864),
     "resnet34": AGSSConfig("resnet34", 128, 640),
@@ -88,9 +96,18 @@ assert tuple(PRESETS) == PRESET_NAMES, "service/vos/options.py names the presets
 
 @dataclass
 class Reference:
-    """Encoding of a reference frame with its merged masks: the 1/32 feature `r5` (1,C5,H/32,W/32)."""
+    """Encoding of a reference frame with its merged masks: the 1/32 feature `r5` (1,C5,H/32,W/32).
+    With `AGSSConfig.match` also the 1/16 feature `feats` (1,C4,H/16,W/16), unit length per pixel, and
+    each object's mask at that scale, `masks` (K,H/16,W/16); None otherwise."""
 
     r5: torch.Tensor
+    feats: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+
+    def select(self, rows: list[int]) -> Reference:
+        """The reference of some of its objects (rows of `masks`): r5 and feats, encoded with all of
+        them, stay as they are, as the instance-agnostic input of an object that leaves a group does."""
+        return self if self.masks is None else Reference(self.r5, self.feats, self.masks[rows])
 
 
 class SegmentationModel(Protocol):
@@ -136,25 +153,34 @@ class _EncoderBase(nn.Module):
         r3, r4, r5 = self._deep(r2)
         return r5, r4, r3, r2
 
-    def _add_others(self, cfg: AGSSConfig) -> None:
-        """With `cfg.others`, `conv1_o`: the other objects' mask into the stem, shaped as `conv1_p`.
-        It starts at zero, so a model trained without it starts from the same outputs."""
+    def _add_inputs(self, cfg: AGSSConfig) -> None:
+        """The optional inputs of the object branch, each starting at zero so that a model trained
+        without it starts from the same outputs: with `cfg.others`, `conv1_o` (the other objects' mask
+        into the stem, shaped as `conv1_p`); with `cfg.match`, `match_in` (the two `match_maps` into the
+        attention's first layer)."""
+        self.conv1_o = self.match_in = None
         if cfg.others:
             p = self.conv1_p
             self.conv1_o = nn.Conv2d(1, p.out_channels, p.kernel_size, p.stride, p.padding, bias=False)
             nn.init.zeros_(self.conv1_o.weight)
-        else:
-            self.conv1_o = None
+        if cfg.match:
+            self.match_in = nn.Conv2d(2, cfg.width, 1, bias=False)
+            nn.init.zeros_(self.match_in.weight)
 
-    def objects(self, stem: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objects(self, stem: torch.Tensor, masks: torch.Tensor,
+                match: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """stem (1,C,H/2,W/2), masks (K,1,H,W) -> r2 (K,C2,H/4,W/4), attention (K,width,H/8,W/8).
-        With `conv1_o`, masks is (K,2,H,W): each object's mask, then the other objects' (`other_objects`)."""
+        With `conv1_o`, masks is (K,2,H,W): each object's mask, then the other objects' (`other_objects`).
+        With `match_in`, match (K,2,H/16,W/16) are the object's `match_maps`."""
         if self.conv1_o is not None:
             stem = stem + self.conv1_o(masks[:, 1:2])  # (K,C,H/2,W/2)
             masks = masks[:, :1]
         r2 = self._res2(stem, masks)  # stem broadcasts over the K objects
         m = F.interpolate(masks, size=r2.shape[-2:], mode="bilinear", align_corners=True)
-        return r2, self.atn(torch.cat([r2, m], dim=1))
+        a = self.atn[0](torch.cat([r2, m], dim=1))  # (K,width,H/4,W/4)
+        if self.match_in is not None:
+            a = a + self.match_in(F.interpolate(match, size=r2.shape[-2:], mode="bilinear", align_corners=False))
+        return r2, self.atn[1:](a)
 
 
 class Encoder(_EncoderBase):
@@ -169,7 +195,7 @@ class Encoder(_EncoderBase):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.res2, self.res3, self.res4, self.res5 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         self.atn = _attention(resnet.spec.channels[0], cfg.width)
-        self._add_others(cfg)
+        self._add_inputs(cfg)
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         """image (N,3,H,W) -> conv1(image) (N,64,H/2,W/2), shared by the full and object passes."""
@@ -196,7 +222,7 @@ class EffEncoder(_EncoderBase):
         self.conv1_p = nn.Conv2d(1, effnet.STEM_CHANNELS, 3, 2, 1, bias=True)
         self.conv_stem, self.bn0, self.blocks = net._conv_stem, net._bn0, net._blocks
         self.atn = _attention(net.variant.channels[0], cfg.width)
-        self._add_others(cfg)
+        self._add_inputs(cfg)
 
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         return self.conv_stem(image)
@@ -290,6 +316,29 @@ def other_objects(masks: torch.Tensor) -> torch.Tensor:
     return torch.where(idx[0:1] == own, top[1:2], top[0:1])
 
 
+def reference_masks(masks0: torch.Tensor) -> torch.Tensor:
+    """masks0 (K,H,W) -> each object's share of every 1/16 cell (K,H/16,W/16): the `Reference.masks`."""
+    return F.avg_pool2d(masks0[None], 16)[0]
+
+
+def match_maps(feats: torch.Tensor, ref_feats: torch.Tensor, ref_masks: torch.Tensor) -> torch.Tensor:
+    """feats (1,C4,h,w) of the frame, the reference's `feats` (1,C4,hr,wr) and `masks` (K,hr,wr) -> (K,2,h,w):
+    for each object and pixel, the largest cosine similarity to the object's pixels in the reference
+    frame, then to the pixels that were not the object (the background and the other objects).
+
+    A reference pixel is the object's to the degree of its mask scaled so that the object's largest value
+    is 1 (an object smaller than one cell still has one); the others are pushed out of the maximum by
+    2 per unit of mask, which is more than any difference of cosines."""
+    k = ref_masks.shape[0]
+    f = F.normalize(feats, dim=1).flatten(2)[0]  # (C4,h*w)
+    sim = ref_feats.flatten(2)[0].transpose(0, 1) @ f  # (hr*wr,h*w)
+    m = ref_masks.flatten(1)  # (K,hr*wr)
+    own = m / m.amax(dim=1, keepdim=True).clamp_min(1e-6)
+    fg = (sim[None] + 2 * (own[:, :, None] - 1)).amax(dim=1)  # (K,h*w)
+    bg = (sim[None] - 2 * m[:, :, None]).amax(dim=1)
+    return torch.stack([fg, bg], dim=1).view(k, 2, *feats.shape[-2:])
+
+
 def object_inputs(warped: torch.Tensor, others: bool) -> torch.Tensor:
     """warped (K,H,W) -> the object branch's masks: (K,1,H,W), or (K,2,H,W) with `others`
     (`AGSSConfig.others`: each object's mask, then `other_objects`)."""
@@ -344,8 +393,10 @@ class AGSSVOS(nn.Module):
         _check_sizes(image0, masks0)
         merged = masks0.max(dim=0).values[None, None] if masks0.shape[0] else image0.new_zeros(
             1, 1, *image0.shape[-2:])
-        r5 = self.Encoder.full(self.Encoder.stem(image0), merged)[0]
-        return Reference(r5)
+        r5, r4 = self.Encoder.full(self.Encoder.stem(image0), merged)[:2]
+        if not self.config.match:
+            return Reference(r5)
+        return Reference(r5, F.normalize(r4, dim=1), reference_masks(masks0))
 
     def object_probs(self, image: torch.Tensor, warped_prev: torch.Tensor, ref: Reference) -> torch.Tensor:
         """Per-object foreground probabilities before the normalisation across objects: (K,H,W)."""
@@ -361,7 +412,10 @@ class AGSSVOS(nn.Module):
         chunk = OBJECT_CHUNK.get(image.device.type, 16)
         out = []
         for s in range(0, k, chunk):
-            r2_obj, atn = self.Encoder.objects(stem, masks[s:s + chunk])
+            match = None
+            if self.config.match:
+                match = match_maps(r4, ref.feats, ref.masks[s:s + chunk])  # (chunk,2,H/16,W/16)  # (k,2,H/16,W/16)
+            r2_obj, atn = self.Encoder.objects(stem, masks[s:s + chunk], match)
             out.append(self.Decoder.specific(m3, atn, r2_obj))
         return torch.cat(out)
 
@@ -372,12 +426,15 @@ class AGSSVOS(nn.Module):
     _PRETRAINED = ("Encoder.conv_stem", "Encoder.bn0", "Encoder.blocks", "Encoder.conv1.", "Encoder.bn1",
                    "Encoder.res")
 
-    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(pretrained encoder trunk, new parts): training gives the trunk a lower learning rate."""
-        pretrained, new = [], []
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+        """(pretrained encoder trunk, new parts, the optional inputs' layers): training gives the trunk a
+        lower learning rate, and the optional inputs, which start at zero, may get a higher one."""
+        pretrained, new, inputs = [], [], []
+        optional = ("Encoder.conv1_o.", "Encoder.match_in.")
         for name, p in self.named_parameters():
-            (pretrained if name.startswith(self._PRETRAINED) else new).append(p)
-        return pretrained, new
+            group = inputs if name.startswith(optional) else pretrained if name.startswith(self._PRETRAINED) else new
+            group.append(p)
+        return pretrained, new, inputs
 
 
 def _check_sizes(image: torch.Tensor, masks: torch.Tensor) -> None:

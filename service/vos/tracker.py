@@ -9,9 +9,10 @@ Objects without a mask on that frame keep their state. Objects that start on the
 reference encoding (a group), as in the official inference.
 
 Its state (`state_dict`) is everything needed to continue: object ids, groups with their reference
-encodings, the previous soft masks (kept in float16 precision throughout, so a restored tracker gives
-exactly the labels of one that never stopped) and small greyscale image, the event detector, the
-frame counter. `Tracker.from_state(model, state)` resumes; `dumps`/`loads` turn it into bytes.
+encodings (with a `match` model also the reference's 1/16 features and object masks), the previous
+soft masks (kept in float16 precision throughout, so a restored tracker gives exactly the labels of
+one that never stopped) and small greyscale image, the event detector, the frame counter.
+`Tracker.from_state(model, state)` resumes; `dumps`/`loads` turn it into bytes.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ class Tracker:
         removed = {i for i, m in prompts.items() if not m.any() and i in tracked}
         if prompts:  # prompted objects leave their groups (and their predictions are dropped)
             keep = [k for k, i in enumerate(tracked) if i not in prompts]
-            self._groups = [g for g in (_Group(g.ref, [i for i in g.ids if i not in prompts]) for g in self._groups)
+            self._groups = [g for g in (_Group(g.ref.select([k for k, i in enumerate(g.ids) if i not in prompts]),
+                                               [i for i in g.ids if i not in prompts]) for g in self._groups)
                             if g.ids]
             probs = probs[keep] if probs is not None and keep else None
             tracked = self.tracked
@@ -238,7 +240,9 @@ class Tracker:
             "ids": list(self.ids), "frames_seen": self.frames_seen,
             "input_size": list(self.input_size) if self.input_size else None,
             "net_size": list(self.net_size) if self.net_size else None,
-            "groups": [{"ids": list(g.ids), "r5": g.ref.r5.detach().cpu()} for g in self._groups],
+            "groups": [{"ids": list(g.ids), "r5": g.ref.r5.detach().cpu(),
+                        **({"feats": g.ref.feats.detach().cpu(), "masks": g.ref.masks.detach().cpu()}
+                           if g.ref.masks is not None else {})} for g in self._groups],
             "prev_probs": None if self._prev_probs is None else self._prev_probs.detach().half().cpu(),
             "prev_gray": None if self._prev_gray is None else torch.from_numpy(self._prev_gray.copy()),
             "events": self._events.state_dict(),
@@ -249,13 +253,17 @@ class Tracker:
         """A tracker that continues where the one that saved `state` stopped."""
         if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
             raise TrackerInputError(f"not a tracker state of version {STATE_VERSION}")
+        if getattr(model.config, "match", False) and not all("masks" in g for g in state["groups"]):
+            raise TrackerInputError("the tracker state was saved with a model that does not match appearance; "
+                                    "it cannot continue with this one")
         t = cls(model, flow=flow or state["flow"], long_side=state["long_side"])
         dev = model.device
         t.ids = [int(i) for i in state["ids"]]
         t.frames_seen = int(state["frames_seen"])
         t.input_size = tuple(state["input_size"]) if state["input_size"] else None
         t.net_size = tuple(state["net_size"]) if state["net_size"] else None
-        t._groups = [_Group(Reference(g["r5"].to(dev)), [int(i) for i in g["ids"]]) for g in state["groups"]]
+        t._groups = [_Group(Reference(g["r5"].to(dev), *(g[k].to(dev) if k in g else None for k in ("feats", "masks"))),
+                            [int(i) for i in g["ids"]]) for g in state["groups"]]
         t._prev_probs = None if state["prev_probs"] is None else state["prev_probs"].to(dev).float()
         t._prev_gray = None if state["prev_gray"] is None else state["prev_gray"].numpy().copy()
         t._events.load_state_dict(state["events"])

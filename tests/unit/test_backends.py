@@ -167,22 +167,34 @@ def test_bench_times_backends_interleaved_with_stages(small_model_dir):
     assert rows[0].label_mismatch == 0 and rows[1].label_mismatch < 1e-3
 
 
+@pytest.mark.parametrize("inputs", [{"others": True}, {"match": True}])
 @pytest.mark.parametrize("backend", COMPILED)
-def test_backend_matches_eager_with_the_other_objects_input(backend, lite):
-    """A model with `others` (each object's branch also sees the other objects' masks) compiles too."""
+def test_backend_matches_eager_with_the_optional_inputs(backend, inputs, lite):
+    """A model with `others` (each object's branch also sees the other objects' masks) or `match` (and
+    how much each pixel looks like the object in the reference frame) compiles too."""
     from service.vos.network import AGSSVOS
 
     if not installed(backend):
         pytest.skip(f"{backend} is not installed")
     torch.manual_seed(0)
-    model = AGSSVOS(type(lite.config)(**{**lite.config.__dict__, "others": True})).eval()
+    model = AGSSVOS(type(lite.config)(**{**lite.config.__dict__, **inputs})).eval()
     model.load_state_dict(lite.state_dict(), strict=False)
     with torch.no_grad():
-        model.Encoder.conv1_o.weight.normal_(0, 0.5)
+        for layer in filter(None, (model.Encoder.conv1_o, model.Encoder.match_in)):
+            layer.weight.normal_(0, 0.5)
     image, masks = _inputs(model, (192, 320), 3)
+    compiled = wrap(model, backend)
     with torch.no_grad():
         ref = model.encode_reference(image, masks)
         want = model.object_probs(image, masks, ref)
-    assert (want - lite.object_probs(image, masks, ref)).abs().max() > 10 * TOL  # the input matters
-    got = wrap(model, backend).object_probs(image, masks, ref)
+        assert (want - lite.object_probs(image, masks, lite.encode_reference(image, masks))).abs().max() > 10 * TOL
+    got_ref = compiled.encode_reference(image, masks)
+    for name in ("r5", "feats", "masks"):
+        a, b = getattr(got_ref, name), getattr(ref, name)
+        assert (a is None) == (b is None) and (a is None or (a - b).abs().max() < TOL), name
+    got = compiled.object_probs(image, masks, got_ref)
     assert (got - want).abs().max() < TOL
+    for rows in ([0, 2], [1]):  # the objects left in a group after a correction: a new K
+        with torch.no_grad():
+            part = model.object_probs(image, masks[rows], ref.select(rows))
+        assert (compiled.object_probs(image, masks[rows], got_ref.select(rows)) - part).abs().max() < TOL

@@ -92,49 +92,82 @@ def test_other_objects_is_the_largest_of_the_others(k):
         assert torch.equal(got[i], want)
 
 
-def _with_others(seed: int = 0):
-    """A small effnet model with `others`, its conv1_o made non-zero so that the other objects matter."""
+def test_match_maps_are_the_best_cosine_to_the_object_and_to_the_rest():
+    from service.vos.network import match_maps
+
+    torch.manual_seed(0)
+    feats = torch.randn(1, 8, 3, 4)
+    ref_feats = torch.nn.functional.normalize(torch.randn(1, 8, 2, 5), dim=1)
+    masks = torch.zeros(3, 2, 5)
+    masks[0, 0, :2] = 1  # two whole cells
+    masks[1, 1, 4] = 0.25  # smaller than one cell: its best cell still counts as the object
+    masks[2] = 1  # everywhere: nothing is "not the object"
+    got = match_maps(feats, ref_feats, masks)  # (3,2,3,4)
+    cos = torch.einsum("cp,cq->pq", torch.nn.functional.normalize(feats, dim=1).flatten(2)[0],
+                       ref_feats.flatten(2)[0])  # (12 frame pixels, 10 reference pixels)
+    assert torch.allclose(got[0, 0].flatten(), cos[:, :2].amax(1), atol=1e-6)
+    assert torch.allclose(got[0, 1].flatten(), cos[:, 2:].amax(1), atol=1e-6)
+    assert torch.allclose(got[1, 0].flatten(), cos[:, 9], atol=1e-6)
+    assert torch.allclose(got[1, 1].flatten(), cos[:, :9].amax(1), atol=1e-6)
+    assert (got[2, 1] < -0.9).all()  # pushed out of the maximum by 2 per unit of mask
+
+
+def _with_inputs(seed: int = 0, **inputs):
+    """A small effnet model with optional inputs (others, match), their layers made non-zero so that
+    they matter."""
     torch.manual_seed(seed)
-    model = build_model(AGSSConfig("efficientnet_lite0", 16, 64, others=True)).eval()
-    assert torch.count_nonzero(model.Encoder.conv1_o.weight) == 0  # starts as a no-op
-    with torch.no_grad():
-        model.Encoder.conv1_o.weight.normal_(0, 1.0)
+    model = build_model(AGSSConfig("efficientnet_lite0", 16, 64, **inputs)).eval()
+    layers = [model.Encoder.conv1_o, model.Encoder.match_in]
+    assert [x is not None for x in layers] == [inputs.get("others", False), inputs.get("match", False)]
+    for layer in filter(None, layers):
+        assert torch.count_nonzero(layer.weight) == 0  # starts as a no-op
+        with torch.no_grad():
+            layer.weight.normal_(0, 1.0)
     return model
 
 
-def test_others_model_starts_as_the_model_without_and_then_sees_the_other_objects(tmp_path):
+@pytest.mark.parametrize("inputs", [{"others": True}, {"match": True}, {"others": True, "match": True}])
+def test_a_model_with_inputs_starts_as_the_model_without_and_then_uses_them(tmp_path, inputs):
     from service.training.loop import TrainConfig, build
     from service.vos.checkpoint import save_model
 
     torch.manual_seed(0)
     plain = build_model(AGSSConfig("efficientnet_lite0", 16, 64)).eval()
     save_model(plain, tmp_path / "plain")
-    started, _ = build(TrainConfig(model={**plain.config.to_dict(), "others": True}, init=str(tmp_path / "plain")),
-                       torch.device("cpu"))
+    started, opt = build(TrainConfig(model={**plain.config.to_dict(), **inputs}, init=str(tmp_path / "plain"),
+                                     input_lr_scale=20), torch.device("cpu"))
+    assert [g["lr"] / opt.param_groups[1]["lr"] for g in opt.param_groups] == [0.1, 1, 20]
+    assert len(opt.param_groups[2]["params"]) == len(inputs)
     started.eval()
     image = torch.randn(1, 3, 64, 64)
     masks = (torch.rand(3, 64, 64) > 0.6).float()
     with torch.no_grad():
-        ref = plain.encode_reference(image, masks)
-        assert torch.equal(plain.object_probs(image, masks, ref), started.object_probs(image, masks, ref))
+        assert torch.equal(plain.object_probs(image, masks, plain.encode_reference(image, masks)),
+                           started.object_probs(image, masks, started.encode_reference(image, masks)))
 
-        model = _with_others()
+        model = _with_inputs(**inputs)
         ref = model.encode_reference(image, masks)
         base = model.object_probs(image, masks, ref)
         moved = masks.clone()
         moved[2] = torch.roll(moved[2], 20, dims=1)  # only the third object moves
         after = model.object_probs(image, moved, ref)
-    assert not torch.allclose(base[0], after[0], atol=1e-4)  # the first object's map depends on it
-    save_model(model, tmp_path / "others")
-    with pytest.raises(ValueError, match="with others"):  # a model with others cannot start one without
-        build(TrainConfig(model=plain.config.to_dict(), init=str(tmp_path / "others")), torch.device("cpu"))
-    assert load_model(tmp_path / "others").config.others
+        if inputs.get("match"):  # another reference frame changes what the objects look like
+            other = model.encode_reference(torch.randn(1, 3, 64, 64), masks)
+            assert not torch.allclose(base[0], model.object_probs(image, masks, other), atol=1e-4)
+    if inputs.get("others"):
+        assert not torch.allclose(base[0], after[0], atol=1e-4)  # the first object's map depends on the third
+    save_model(model, tmp_path / "inputs")
+    with pytest.raises(ValueError, match=f"without {next(iter(inputs))}"):  # ... cannot start one without
+        build(TrainConfig(model=plain.config.to_dict(), init=str(tmp_path / "inputs")), torch.device("cpu"))
+    loaded = load_model(tmp_path / "inputs").config
+    assert (loaded.others, loaded.match) == (inputs.get("others", False), inputs.get("match", False))
 
 
-def test_others_in_chunks_gives_the_same_numbers(monkeypatch):
+@pytest.mark.parametrize("inputs", [{"others": True}, {"match": True}])
+def test_inputs_in_chunks_give_the_same_numbers(monkeypatch, inputs):
     import service.vos.network as network
 
-    model = _with_others(1)
+    model = _with_inputs(1, **inputs)
     image = torch.randn(1, 3, 64, 64)
     masks = torch.rand(5, 64, 64)
     monkeypatch.setattr(network, "OBJECT_CHUNK", {"cpu": 2})

@@ -125,8 +125,23 @@ def test_scores_and_lost_and_reappeared_events(model):
     assert [e["type"] for e in t.events] == ["area_jump"] and t.events[0]["ratio"] > 2
 
 
-def test_a_restored_tracker_gives_the_same_labels_as_one_that_never_stopped(model):
+@pytest.fixture(scope="module")
+def match_model():
+    """A small model that matches appearance (`AGSSConfig.match`), its match_in made non-zero."""
+    from service.vos.network import AGSSConfig, build_model
+
+    torch.manual_seed(0)
+    m = build_model(AGSSConfig("efficientnet_lite0", 16, 128, match=True))
+    with torch.no_grad():
+        m.Encoder.match_in.weight.normal_(0, 1.0)
+    return m
+
+
+@pytest.mark.parametrize("which", ["model", "match_model"])
+def test_a_restored_tracker_gives_the_same_labels_as_one_that_never_stopped(which, request):
     from service.vos.tracker import dumps, loads
+
+    model = request.getfixturevalue(which)
 
     frames = [_frame(seed=s) for s in range(12)]
     first = _labels(boxes=[(3, (5, 25, 5, 30)), (12, (30, 55, 40, 70))])
@@ -204,3 +219,22 @@ def test_state_does_not_grow_with_video_length(model):
     assert _held_bytes(t) == early
     assert len([v for v in vars(t).values() if isinstance(v, (torch.Tensor, np.ndarray, list))]) == tensors_early
     assert t.frames_seen == 30
+
+
+def test_a_match_model_follows_its_objects_through_corrections_and_refuses_a_plain_state(model, match_model):
+    """The reference of a match model holds each object's mask at 1/16; an object corrected on a later frame
+    leaves its group with its row, so every group's masks keep one row per object it tracks."""
+    t = Tracker(match_model, flow="dis", long_side=128)
+    t.step(_frame(), _labels(boxes=[(3, (5, 25, 5, 30)), (7, (30, 55, 40, 70)), (9, (5, 20, 70, 95))]))
+    first = t._groups[0].ref.masks.clone()  # (3,h,w)
+    assert first.shape[0] == 3 and t._groups[0].ref.feats.shape[-2:] == first.shape[-2:]
+    t.step(_frame(seed=1), {7: _labels(boxes=[(7, (35, 58, 45, 75))]) == 7})
+    assert [g.ids for g in t._groups] == [[3, 9], [7]]
+    assert torch.equal(t._groups[0].ref.masks, first[[0, 2]])
+    assert [g.ref.masks.shape[0] for g in t._groups] == [2, 1]
+    out = t.step(_frame(seed=2))
+    assert set(np.unique(out)) <= {0, 3, 7, 9}
+    plain = Tracker(model, flow="dis", long_side=128)
+    plain.step(_frame(), _labels(boxes=[(3, (5, 25, 5, 30))]))
+    with pytest.raises(TrackerInputError, match="does not match appearance"):
+        Tracker.from_state(match_model, plain.state_dict())
