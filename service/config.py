@@ -73,6 +73,8 @@ class Settings(BaseSettings):
         "auto", description="where the network runs: auto (the fastest installed for the device: OpenVINO, then "
                             "ONNX Runtime on a CPU; torch on a GPU), torch (eager), onnxruntime, openvino")
     flow: str = Field("dis", description="optical flow: dis, farneback or none")
+    occlusions: bool = Field(True, description="pixels that an object uncovered as it moved do not inherit its "
+                                               "mask (a second optical flow per frame, checked against the first)")
     long_side: int | None = Field(None, description="network input long side (default: the model's)")
     heartbeat_seconds: float = Field(5.0, description="worker heartbeat and lease renewal period")
     checkpoint_seconds: float = Field(5.0, description="a worker saves its tracker state to Redis after this many "

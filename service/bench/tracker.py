@@ -97,15 +97,17 @@ def synthetic_scene(objects: int, input_size: tuple[int, int] = (480, 854),
 @torch.no_grad()
 def bench_backends(models: dict[str, SegmentationModel], objects: int = 3, frames: int = 20,
                    input_size: tuple[int, int] = (480, 854), long_side: int | None = None, flow: str = "dis",
-                   seed: int = 0) -> list[TrackerTimes]:
+                   seed: int = 0, occlusions: bool | dict[str, bool] = True) -> list[TrackerTimes]:
     """Seconds per Tracker.step for each model (backend name -> model), on a moving synthetic scene
     with `objects` objects, every frame stepped by each tracker in turn. Medians over `frames` steps
-    after the first (which encodes the references and, for OpenVINO, compiles)."""
+    after the first (which encodes the references and, for OpenVINO, compiles). `occlusions`: the
+    trackers' setting, for all or by name."""
     base, labels = synthetic_scene(objects, input_size, seed)
     names = list(models)
     timed = {n: _TimedModel(models[n]) for n in names}
     flows = {n: _TimedFlow(make_flow(flow)) for n in names}
-    trackers = {n: Tracker(timed[n], flow=flows[n], long_side=long_side) for n in names}
+    occ = occlusions if isinstance(occlusions, dict) else dict.fromkeys(names, occlusions)
+    trackers = {n: Tracker(timed[n], flow=flows[n], long_side=long_side, occlusions=occ[n]) for n in names}
     steps: dict[str, list[float]] = {n: [] for n in names}
     stages: dict[str, dict[str, list[float]]] = {n: {s: [] for s in STAGES} for n in names}
     mismatch: dict[str, list[float]] = {n: [] for n in names}

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     bt.add_argument("--frames", type=int, default=20)
     bt.add_argument("--long-side", type=int)
     bt.add_argument("--flow", choices=FLOW_NAMES, default="dis")
+    bt.add_argument("--occlusions", choices=("on", "off", "both"), default="on",
+                    help="the tracker's occlusion handling (a second flow per frame); both: every model timed "
+                         "with it off, then on, interleaved (default: on)")
     bt.add_argument("--device", default="cpu")
     bt.add_argument("--backend", type=backend_list, default=["torch"],
                     help=f"inference backends to time in the same run, interleaved, e.g. torch,onnxruntime "
@@ -116,18 +119,23 @@ def tracker(args: argparse.Namespace) -> int:
     from ..vos.backends import wrap
 
     names = list(dict.fromkeys(n.strip() for n in (args.model or DEFAULT_MODEL).split(",") if n.strip()))
-    models = {}
+    settings = {"on": [True], "off": [False], "both": [False, True]}[args.occlusions]
+    models, occlusions = {}, {}
     for name in names:
         net = _bench_model(name, device(args.device))
         for b in args.backend:
             t0 = time.perf_counter()
             label = name if len(args.backend) == 1 else f"{name} [{b}]"
-            models[label] = wrap(net, b)
+            compiled = wrap(net, b)
             if b != "torch":
                 print(f"{label}: ready in {time.perf_counter() - t0:.1f} s")
+            for occ in settings:
+                tagged = label if len(settings) == 1 else f"{label} [occlusions {'on' if occ else 'off'}]"
+                models[tagged], occlusions[tagged] = compiled, occ
     base = next(iter(models))
     for k in args.objects:
-        rows = bench_backends(models, k, args.frames, long_side=args.long_side, flow=args.flow)
+        rows = bench_backends(models, k, args.frames, long_side=args.long_side, flow=args.flow,
+                              occlusions=occlusions)
         for r in rows:
             st = r.stages
             print(f"{r.backend}: {k} objects, 854x480 input, network {r.network_w}x{r.network_h}, "
@@ -135,7 +143,7 @@ def tracker(args: argparse.Namespace) -> int:
                   f"(flow {st['flow']:.3f} s, network {st['network']:.3f} s, labels/rest {st['rest']:.3f} s)")
         for r in rows[1:]:
             # Labels are compared only between backends of one model: other models' masks differ by design.
-            same = "" if len(names) > 1 else (f"; labels differ from {base}'s on at most "
+            same = "" if len(names) > 1 or len(settings) > 1 else (f"; labels differ from {base}'s on at most "
                                               f"{100 * r.label_mismatch:.3f}% of pixels in a frame")
             print(f"  {k} objects: {r.backend} {rows[0].seconds_per_frame / r.seconds_per_frame:.2f}x the speed of "
                   f"{base} (network alone {rows[0].stages['network'] / r.stages['network']:.2f}x){same}")

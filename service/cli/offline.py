@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, help="output folder for the PNG masks")
     s.add_argument("--model", help=f"model folder, official .pth, or model name (default: {DEFAULT_MODEL})")
     s.add_argument("--flow", choices=FLOW_NAMES, default="dis", help="optical flow (default: dis)")
+    s.add_argument("--no-occlusions", dest="occlusions", action="store_false",
+                   help="let pixels that an object uncovered as it moved keep its mask, as a plain backward warp "
+                        "does (default: they do not; costs a second optical flow per frame)")
     s.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     s.add_argument("--backend", choices=("auto", *BACKEND_NAMES),
                    help="where the network runs (default: AGSS_BACKEND, auto: the fastest installed)")
@@ -57,7 +60,7 @@ def segment(args: argparse.Namespace) -> int:
     settings = settings_from(args, backend="backend")
     model = load_model(args.model or DEFAULT_MODEL, device=device(args.device), models_dir=settings.models_dir,
                        backend=settings.backend)
-    tracker = Tracker(model, flow=args.flow, long_side=args.long_side)
+    tracker = Tracker(model, flow=args.flow, long_side=args.long_side, occlusions=args.occlusions)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     overlay = OverlayWriter(args.overlay, inputs.frames.fps, inputs.size, inputs.palette) if args.overlay else None

@@ -244,13 +244,13 @@ def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfi
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, seqs: list[Sequence], flow: str, long_side: int | None,
-             max_frames: int | None = None) -> dict[str, float]:
+             max_frames: int | None = None, occlusions: bool = True) -> dict[str, float]:
     """J&F per sequence (DAVIS protocol) of the tracker with this model; 'mean' over all objects."""
     model.eval()
     scores = []
     out = {}
     for seq in seqs:
-        tracker = Tracker(model, flow=flow, long_side=long_side)
+        tracker = Tracker(model, flow=flow, long_side=long_side, occlusions=occlusions)
         scorer = SequenceScorer(seq.name)
         n = len(seq.frames) if max_frames is None else min(max_frames, len(seq.frames))
         for t in range(n):

@@ -61,10 +61,11 @@ def validation_groups(seqs: list[Sequence], n_composites: int = 4,
     return {g: make[g]() for g in groups}
 
 
-def compare(models: dict, seqs: list[Sequence], flow: str, long_side: int | None) -> dict[str, dict[str, float]]:
+def compare(models: dict, seqs: list[Sequence], flow: str, long_side: int | None,
+            occlusions: bool = True) -> dict[str, dict[str, float]]:
     """{model name: {sequence: J&F, ..., 'mean': J&F}}, every model on the same inputs."""
-    return {name: evaluate(m, seqs, flow, long_side or getattr(m.config, "long_side", None)) for name, m in
-            models.items()}
+    return {name: evaluate(m, seqs, flow, long_side or getattr(m.config, "long_side", None), occlusions=occlusions)
+            for name, m in models.items()}
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
@@ -77,11 +78,11 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def compare_groups(models: dict, groups: dict[str, list[Sequence]], flow: str, long_side: int,
-                   log=print) -> dict[str, dict[str, dict[str, float]]]:
+                   log=print, occlusions: bool = True) -> dict[str, dict[str, dict[str, float]]]:
     """{group: {model: {sequence: J&F, 'mean': ...}}}, printing each group's table as it is done."""
     out = {}
     for g, seqs in groups.items():
-        out[g] = compare(models, seqs, flow, long_side)
+        out[g] = compare(models, seqs, flow, long_side, occlusions)
         log(f"\n{g} ({len(seqs)} sequences)\n" + format_table(out[g]))
     return out
 
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--groups", default=",".join(GROUPS), help=f"any of {', '.join(GROUPS)}")
     ap.add_argument("--composites", type=int, default=4)
     ap.add_argument("--flow", default="dis")
+    ap.add_argument("--no-occlusions", dest="occlusions", action="store_false",
+                    help="the tracker without its occlusion handling (as before it had one)")
     ap.add_argument("--long-side", type=int, help="network long side for every model (default: the first's)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -206,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     long_side = args.long_side or next(iter(models.values())).config.long_side
     seqs = load_sequences(args.data)
-    print(f"J&F, DAVIS protocol, flow {args.flow}, network long side {long_side}, on {args.data} "
-          f"({len(seqs)} sequences)")
+    print(f"J&F, DAVIS protocol, flow {args.flow}, occlusions {'on' if args.occlusions else 'off'}, network long "
+          f"side {long_side}, on {args.data} ({len(seqs)} sequences)")
     groups = validation_groups(seqs, args.composites, tuple(g for g in args.groups.split(",") if g))
-    results = compare_groups(models, groups, args.flow, long_side)
+    results = compare_groups(models, groups, args.flow, long_side, occlusions=args.occlusions)
     means = {m: {g: results[g][m]["mean"] for g in results} for m in models}
     for m in means:  # the table's last row: the mean over the groups
         means[m]["mean"] = float(np.mean(list(means[m].values())))

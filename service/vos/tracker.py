@@ -6,7 +6,8 @@ The tracker is a state machine over frames. On any frame, masks may be given for
   reference is re-encoded from that frame (it joins the new group, like an object that starts later);
 - an empty mask removes the object from that frame on (it comes back only with a new mask).
 Objects without a mask on that frame keep their state. Objects that start on the same frame share one
-reference encoding (a group), as in the official inference.
+reference encoding (a group), as in the official inference. With `occlusions` (the default), what an
+object uncovered as it moved does not inherit its mask (`flow.drop_uncovered`).
 
 Its state (`state_dict`) is everything needed to continue: object ids, groups with their reference
 encodings (with a `match` model also the reference's 1/16 features and object masks), the previous
@@ -28,7 +29,7 @@ import torch
 
 from .errors import TrackerInputError
 from .events import EventDetector
-from .flow import FlowEstimator, make_flow, warp_masks
+from .flow import FlowEstimator, drop_uncovered, make_flow, visible_before, warp_masks
 from .labels import MAX_OBJECTS
 from .network import Reference, SegmentationModel, normalize_objects
 
@@ -79,9 +80,12 @@ class Tracker:
     (where an empty mask removes the object). Ids are kept as given.
     """
 
-    def __init__(self, model: SegmentationModel, flow: str | FlowEstimator = "dis", long_side: int | None = None):
+    def __init__(self, model: SegmentationModel, flow: str | FlowEstimator = "dis", long_side: int | None = None,
+                 occlusions: bool = True):
         self.model = model
         self.flow = make_flow(flow) if isinstance(flow, str) else flow
+        # Uncovered pixels carry no object's warped mask (`flow.drop_uncovered`): a second flow per frame.
+        self.occlusions = occlusions
         self.long_side = long_side or model.config.long_side
         network_size(32, 32, self.long_side)  # validates long_side early
         self.ids: list[int] = []  # every object ever given, in order of first appearance
@@ -154,8 +158,11 @@ class Tracker:
         if tracked:
             image = self.model.preprocess(small)
             flow = self.flow(gray, self._prev_gray)
+            seen = visible_before(flow, self.flow(self._prev_gray, gray)) if self.occlusions else None
             t_flow = time.perf_counter()
             warped = warp_masks(probs, flow)
+            if seen is not None:
+                warped = drop_uncovered(warped, torch.from_numpy(seen).to(warped.device))
             raw, s = [], 0
             for g in self._groups:
                 raw.append(self.model.object_probs(image, warped[s:s + len(g.ids)], g.ref))
@@ -237,6 +244,7 @@ class Tracker:
         """Everything needed to continue, as tensors and plain values (CPU), O(objects) in size."""
         return {
             "format": STATE_FORMAT, "version": STATE_VERSION, "flow": self.flow.name, "long_side": self.long_side,
+            "occlusions": self.occlusions,
             "ids": list(self.ids), "frames_seen": self.frames_seen,
             "input_size": list(self.input_size) if self.input_size else None,
             "net_size": list(self.net_size) if self.net_size else None,
@@ -256,7 +264,9 @@ class Tracker:
         if getattr(model.config, "match", False) and not all("masks" in g for g in state["groups"]):
             raise TrackerInputError("the tracker state was saved with a model that does not match appearance; "
                                     "it cannot continue with this one")
-        t = cls(model, flow=flow or state["flow"], long_side=state["long_side"])
+        # A state saved before occlusions were handled continues as it started.
+        t = cls(model, flow=flow or state["flow"], long_side=state["long_side"],
+                occlusions=bool(state.get("occlusions", False)))
         dev = model.device
         t.ids = [int(i) for i in state["ids"]]
         t.frames_seen = int(state["frames_seen"])

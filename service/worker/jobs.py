@@ -30,7 +30,8 @@ def run_job(run: Run, job: Job) -> int:
     try:
         video, masks = queue.download_inputs(job.id, folder, job.video_name, job.masks_name)
         inputs = inspect_inputs(video, masks)
-        tracker, start = Tracker(model, flow=flow, long_side=opts.get("long_side") or settings.long_side), 0
+        tracker, start = Tracker(model, flow=flow, long_side=opts.get("long_side") or settings.long_side,
+                                 occlusions=settings.occlusions), 0
         runtime = RuntimePrompts(queue, job.id)
         saved = queue.load_checkpoint(job.id)
         if saved is not None and saved[0] <= job.frames_done:

@@ -37,7 +37,8 @@ class _Session:
         opts, settings = session.options, run.settings
         model = run.model_for(opts.get("model") or settings.model)
         flow = opts.get("flow") or settings.flow
-        self.tracker = Tracker(model, flow=flow, long_side=opts.get("long_side") or settings.long_side)
+        self.tracker = Tracker(model, flow=flow, long_side=opts.get("long_side") or settings.long_side,
+                               occlusions=settings.occlusions)
         self.prompts = RuntimePrompts(run.queue, session.id)
         self.next = session.frames_done  # the next index to answer
         self.pos = "0-0"  # input stream id consumed up to

@@ -156,6 +156,14 @@ def test_bench_tracker(small_model_dir):
     assert "2 objects" in p.stdout and "s/frame" in p.stdout
 
 
+def test_bench_tracker_times_occlusion_handling_off_and_on_in_one_run(small_model_dir):
+    p = agss("bench", "tracker", "--model", small_model_dir, "--objects", "1", "--frames", "2",
+             "--long-side", "128", "--occlusions", "both")
+    off, on = f"{small_model_dir} [occlusions off]", f"{small_model_dir} [occlusions on]"
+    assert f"{off}: 1 objects" in p.stdout and f"{on}: 1 objects" in p.stdout
+    assert f"1 objects: {on}" in p.stdout and f"the speed of {off}" in p.stdout and "labels differ" not in p.stdout
+
+
 def test_bench_tracker_times_several_models_and_an_untrained_preset_in_one_run(small_model_dir):
     p = agss("bench", "tracker", "--model", f"{small_model_dir},lite2", "--objects", "1", "--frames", "2",
              "--long-side", "128")

@@ -35,12 +35,16 @@ def test_loads_by_name_and_path(card):
 def test_card_measured_it_next_to_flow_only_and_the_model_it_replaced(card):
     """Every validation group of the card: the shipped model, flow-only and the previous default, measured
     in one run; the shipped model is not below flow-only in any group, and says what it was trained on."""
-    groups = card["validation"]["jf"]
-    assert set(groups) == {"real", "fast", "composites", "fast-composites"}
-    for name, g in groups.items():
-        assert set(g) == {"trained", "previous", "flow-only"}, name
-        assert g["trained"]["mean"] > g["flow-only"]["mean"], name
-        assert g["trained"].keys() == g["previous"].keys() == g["flow-only"].keys()  # per sequence, the same ones
+    occlusions = card["validation_occlusions"]  # the same with the tracker's default occlusion handling
+    for groups, names in ((card["validation"]["jf"], {"real", "fast", "composites", "fast-composites"}),
+                          (occlusions["jf"], {"real", "fast", "composites", "fast-composites"}),
+                          (occlusions["jf_12_composites"], {"composites", "fast-composites"})):
+        assert set(groups) == names
+        for name, g in groups.items():
+            assert set(g) == {"trained", "previous", "flow-only"}, name
+            assert g["trained"]["mean"] > g["flow-only"]["mean"], name
+            assert g["trained"].keys() == g["previous"].keys() == g["flow-only"].keys()  # per sequence, the same ones
+    assert len(occlusions["jf_12_composites"]["composites"]["trained"]) == 12 + 1  # and their mean
     assert "CC BY-NC 4.0" in card["training"]["data_licence"] and "Flickr" in card["training"]["data_licence"]
     assert card["training"]["earlier_stage"]["data"]  # the first stage's data, too
 

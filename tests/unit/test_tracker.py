@@ -238,3 +238,49 @@ def test_a_match_model_follows_its_objects_through_corrections_and_refuses_a_pla
     plain.step(_frame(), _labels(boxes=[(3, (5, 25, 5, 30))]))
     with pytest.raises(TrackerInputError, match="does not match appearance"):
         Tracker.from_state(match_model, plain.state_dict())
+
+
+class _SquareFlow:
+    """The exact flow of frames in which one white square moves over a static scene: for each pixel of the
+    first frame, where it is in the second."""
+
+    name = "square"
+
+    def __call__(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        def left(gray):
+            return int(np.nonzero((gray == 255).any(0))[0].min())
+
+        flow = np.zeros((*first.shape, 2), np.float32)
+        flow[first == 255, 0] = left(second) - left(first)
+        return flow
+
+
+def test_with_occlusions_an_object_leaves_no_mask_on_what_it_uncovers():
+    """A square (object 1) moves right across a static object 2: a backward warp gives the strip it uncovers
+    the square's label, so its mask grows a trail over object 2; with `occlusions` (the default) that strip
+    is nobody's, and a restored tracker keeps the setting."""
+    from service.vos.tracker import dumps, loads
+
+    frames, first = [], None
+    for t in range(6):
+        f = np.full((64, 128, 3), 100, np.uint8)
+        f[10:50, 20:110] = 50  # object 2, static
+        f[20:36, 24 + 2 * t:40 + 2 * t] = 255  # object 1 in front, 2 px a frame (1/8 of its width)
+        frames.append(f)
+        if t == 0:
+            first = np.where(f[..., 0] == 255, 1, np.where(f[..., 0] == 50, 2, 0)).astype(np.uint8)
+    areas = {}
+    for occlusions in (False, True):
+        t = Tracker(load_model("flow-only"), flow=_SquareFlow(), long_side=128, occlusions=occlusions)
+        out = [t.step(f, first if i == 0 else None) for i, f in enumerate(frames[:3])]
+        t = Tracker.from_state(t.model, loads(dumps(t.state_dict())), flow=_SquareFlow())
+        assert t.occlusions is occlusions
+        out += [t.step(f) for f in frames[3:]]
+        areas[occlusions] = int((out[-1] == 1).sum())
+        assert np.array_equal(out[-1][20:36, 34:50], np.ones((16, 16)))  # the square itself, where it is now
+    assert areas[True] == 16 * 16
+    assert areas[False] == 16 * 16 + 5 * 2 * 16  # the trail: every strip uncovered so far
+    assert Tracker(load_model("flow-only")).occlusions
+    state = Tracker(load_model("flow-only"), flow="none").state_dict()
+    del state["occlusions"]  # a state saved before occlusions were handled continues without
+    assert not Tracker.from_state(load_model("flow-only"), state).occlusions

@@ -14,7 +14,7 @@ from service.training.clips import composite_clip, make_clip, real_clip, synthet
 from service.training.datasets import load_sequences
 from service.training.loop import soft_iou_loss
 
-from ..conftest import TRAIN240, require
+from ..conftest import REAL, TRAIN240, require
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +187,29 @@ def test_the_card_says_when_each_object_sees_the_other_objects(tmp_path):
         card = write_card(shipped, tmp_path / str(others), cfg, ["d"], {}, "v", {}) / "model.json"
         cards[others] = json.loads(card.read_text())["architecture"]
     assert "other objects' warped masks" in cards[True] and "other objects" not in cards[False]
+
+
+def test_make_eval_runs_the_tracker_with_occlusions_unless_told_not_to(tmp_path, capsys):
+    """`python -m service.training.report` (make eval) measures the tracker as it runs by default, with its
+    occlusion handling, and as it was before with --no-occlusions."""
+    from service.training.loop import evaluate
+    from service.training.report import main
+    from service.vos import load_model
+
+    src = require(REAL / "blackswan")
+    for part in ("JPEGImages", "Annotations"):
+        (tmp_path / "seq" / part).mkdir(parents=True)
+        for f in sorted((src / part).iterdir())[:8]:
+            shutil.copy(f, tmp_path / "seq" / part / f.name)
+    seqs = load_sequences(tmp_path / "seq")
+    got = {}
+    for flag, occlusions in (([], True), (["--no-occlusions"], False)):
+        out = tmp_path / f"{occlusions}.json"
+        assert main(["--models", "flow-only", "--data", str(tmp_path / "seq"), "--groups", "real",
+                     "--json", str(out), *flag]) == 0
+        assert f"occlusions {'on' if occlusions else 'off'}" in capsys.readouterr().out
+        flow_only = load_model("flow-only")
+        want = evaluate(flow_only, seqs, "dis", flow_only.config.long_side, occlusions=occlusions)
+        got[occlusions] = json.loads(out.read_text())["real"]["flow-only"]
+        assert got[occlusions] == pytest.approx(want)
+    assert got[True]["mean"] != pytest.approx(got[False]["mean"])  # the two settings differ on these frames
