@@ -89,11 +89,13 @@ train-default: install
 # J&F per sequence of the default model and flow-only (plus EVAL_MODELS, e.g. a candidate run folder), in one
 # run, on the real sequences as they are, every 3rd frame of them (fast motion), and composites of both.
 # EVAL_COMPOSITES=12 makes three times the composites from the same sequences: 4 are noise-sized (TRAINING.md, G).
+# The tracker runs with its occlusion handling, as it does by default; EVAL_FLAGS=--no-occlusions for without.
 EVAL_MODELS ?=
 EVAL_COMPOSITES ?= 4
+EVAL_FLAGS ?=
 eval: install
 	$(PY) -m service.training.report --models agss-lite$(if $(EVAL_MODELS),$(comma)$(EVAL_MODELS)),flow-only \
-		--data $(VAL_DATA) --composites $(EVAL_COMPOSITES)
+		--data $(VAL_DATA) --composites $(EVAL_COMPOSITES) $(EVAL_FLAGS)
 
 # What a user does: build the wheel, install it with its dependencies into a fresh environment, run it
 # from an empty folder (tests/e2e/test_package.py does the same quickly, sharing the dependencies).

@@ -146,11 +146,11 @@ def _graphs(model: AGSSVOS, normalized: bool) -> dict[str, tuple[nn.Module, tupl
     step_out = ("object_probs", "probs") if normalized else ("object_probs",)
     # A `match` model's reference also gives its 1/16 features, and its step takes them with each
     # object's reference mask at that scale (`network.reference_masks`, computed outside the graphs).
-    match = model.config.match
-    matched = {"ref_feats": {2: "H16", 3: "W16"}, "ref_masks": {0: "K", 1: "H16", 2: "W16"}} if match else {}
+    feats = {"ref_feats": {2: "H16", 3: "W16"}} if model.config.match else {}
+    matched = {**feats, "ref_masks": {0: "K", 1: "H16", 2: "W16"}} if model.config.match else {}
     return {
-        "reference": (ReferenceNet(model), ("image", "masks"), ("ref_r5", "ref_feats")[:1 + match],
-                      {"image": img, "masks": kmask, "ref_r5": ref, **dict(list(matched.items())[:1])}),
+        "reference": (ReferenceNet(model), ("image", "masks"), ("ref_r5", *feats),
+                      {"image": img, "masks": kmask, "ref_r5": ref, **feats}),
         "step": (StepNet(model, normalized), ("image", "warped", "ref_r5", *matched), step_out,
                  {"image": img, "warped": kmask, "ref_r5": ref, **matched, **{o: kmask for o in step_out}}),
     }

@@ -76,9 +76,10 @@ def warp_masks(masks: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
     return out.squeeze(1)
 
 
-# An object whose warped mask would lose more than this share of its mass to `drop_uncovered` keeps it:
-# measured on v2 (docs/TRAINING.md, experiment N), 1.0 (no cap) lost 0.10 J&F on fast-motion composites,
-# where the flow fails on the objects themselves, 0.3 lost 0.03, 0.15 none; 0.15 gained the most on composites.
+# An object whose warped mask would lose more than this share of its mass to `drop_uncovered` keeps it.
+# Measured with v2 (docs/TRAINING.md, experiment O): without a cap the fast-motion composites lost 0.10 J&F
+# (the flow fails on the objects themselves there), with 0.3 they lost 0.03, with 0.15 they are level, and
+# 0.15 gained the most on the other composites.
 UNCOVERED_CAP = 0.15
 
 

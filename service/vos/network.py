@@ -242,7 +242,6 @@ class EffEncoder(_EncoderBase):
         return outs[0], outs[1], outs[2]
 
 
-
 class GlobalConv(nn.Module):
     """GC block: (kx1 then 1xk) + (1xk then kx1)."""
 
@@ -414,7 +413,7 @@ class AGSSVOS(nn.Module):
         for s in range(0, k, chunk):
             match = None
             if self.config.match:
-                match = match_maps(r4, ref.feats, ref.masks[s:s + chunk])  # (chunk,2,H/16,W/16)  # (k,2,H/16,W/16)
+                match = match_maps(r4, ref.feats, ref.masks[s:s + chunk])  # (chunk,2,H/16,W/16)
             r2_obj, atn = self.Encoder.objects(stem, masks[s:s + chunk], match)
             out.append(self.Decoder.specific(m3, atn, r2_obj))
         return torch.cat(out)
