@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..vos.checkpoint import save_model
-from ..vos.flow import make_flow, warp_masks
+from ..vos.flow import drop_uncovered, make_flow, visible_before, warp_masks
 from ..vos.metrics import SequenceScorer, summarize
 from ..vos.network import AGSSVOS, EFFNETS, OPTIONAL_INPUTS, PRESETS, AGSSConfig
 from ..vos.tracker import Tracker
@@ -79,6 +79,9 @@ class TrainConfig:
     p_exit: float = 0.0
     # Objects absent from a target frame are penalised for what they still predict (soft_iou_loss).
     absent_loss: bool = False
+    # The previous masks warped as the tracker warps them with its occlusion handling (flow.drop_uncovered):
+    # what an object uncovered does not inherit its mask; a second flow per step.
+    occlusions: bool = False
     init: str | None = None  # a model folder whose weights start this run (instead of ImageNet)
 
     @classmethod
@@ -228,7 +231,11 @@ def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfi
         seen = prev.flatten(1).sum(1) if cfg.absent_loss else None  # (K,) areas where propagation starts
         losses, ious = [], []
         for t in range(clip.start + 1, T):
-            warped = warp_masks(prev, flow(grays[t], grays[t - 1]))
+            back = flow(grays[t], grays[t - 1])
+            warped = warp_masks(prev, back)
+            if cfg.occlusions:
+                visible = visible_before(back, flow(grays[t - 1], grays[t]))
+                warped = drop_uncovered(warped, torch.from_numpy(visible).to(device))
             if rng is not None:
                 warped = corrupt_masks(warped, rng, cfg.p_corrupt)
             probs = model(images[t], warped, ref).float()

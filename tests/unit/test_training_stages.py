@@ -260,3 +260,35 @@ def test_a_far_reference_clip_trains_on_the_frames_after_its_start():
     grey = [int(g[0, 0]) for pair in seen for g in pair]
     src = [int(f[32, 48, 0]) for f in c.frames]
     assert grey == [src[2], src[1], src[3], src[2]]
+
+
+@pytest.mark.parametrize("occlusions", [False, True])
+def test_training_warps_the_previous_masks_as_the_tracker_does(occlusions):
+    """With `occlusions` (and `absent_loss`, whose areas share the step) the network learns on the warps the
+    tracker gives it by default: both flows of each step, and what an object uncovered taken out of its
+    warped mask (flow.drop_uncovered)."""
+    from service.vos.flow import drop_uncovered, visible_before, warp_masks
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(**{**TINY, "p_corrupt": 0.0, "occlusions": occlusions, "absent_loss": True})
+    model, _ = build(cfg, torch.device("cpu"))
+    seq = load_sequences(require(TRAIN240 / "dog"))[0]
+    c = real_clip(seq, np.random.default_rng(3), 2, (64, 96))
+    calls, inputs = [], []
+    dis = make_flow("dis")
+
+    def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        calls.append((a, b, dis(a, b)))
+        return calls[-1][2]
+
+    model.register_forward_pre_hook(lambda m, args: inputs.append(args[1].detach().clone()))
+    train_step(model, c, flow, torch.device("cpu"), cfg, False)
+    grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in c.frames]
+    assert len(calls) == (2 if occlusions else 1) and len(inputs) == 1
+    assert np.array_equal(calls[0][0], grays[1]) and np.array_equal(calls[0][1], grays[0])  # the backward flow
+    first = torch.from_numpy(np.stack([c.labels[0] == i for i in c.ids]).astype(np.float32))
+    want = warp_masks(first, calls[0][2])
+    if occlusions:
+        assert np.array_equal(calls[1][0], grays[0]) and np.array_equal(calls[1][1], grays[1])  # the forward flow
+        want = drop_uncovered(want, torch.from_numpy(visible_before(calls[0][2], calls[1][2])))
+    assert torch.equal(inputs[0], want)
