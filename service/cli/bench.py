@@ -119,7 +119,7 @@ def tracker(args: argparse.Namespace) -> int:
     from ..vos.backends import wrap
 
     names = list(dict.fromkeys(n.strip() for n in (args.model or DEFAULT_MODEL).split(",") if n.strip()))
-    settings = {"on": [True], "off": [False], "both": [False, True]}[args.occlusions]
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.occlusions]
     models, occlusions = {}, {}
     for name in names:
         net = _bench_model(name, device(args.device))
@@ -129,8 +129,8 @@ def tracker(args: argparse.Namespace) -> int:
             compiled = wrap(net, b)
             if b != "torch":
                 print(f"{label}: ready in {time.perf_counter() - t0:.1f} s")
-            for occ in settings:
-                tagged = label if len(settings) == 1 else f"{label} [occlusions {'on' if occ else 'off'}]"
+            for occ in modes:
+                tagged = label if len(modes) == 1 else f"{label} [occlusions {'on' if occ else 'off'}]"
                 models[tagged], occlusions[tagged] = compiled, occ
     base = next(iter(models))
     for k in args.objects:
@@ -143,7 +143,7 @@ def tracker(args: argparse.Namespace) -> int:
                   f"(flow {st['flow']:.3f} s, network {st['network']:.3f} s, labels/rest {st['rest']:.3f} s)")
         for r in rows[1:]:
             # Labels are compared only between backends of one model: other models' masks differ by design.
-            same = "" if len(names) > 1 or len(settings) > 1 else (f"; labels differ from {base}'s on at most "
+            same = "" if len(names) > 1 or len(modes) > 1 else (f"; labels differ from {base}'s on at most "
                                               f"{100 * r.label_mismatch:.3f}% of pixels in a frame")
             print(f"  {k} objects: {r.backend} {rows[0].seconds_per_frame / r.seconds_per_frame:.2f}x the speed of "
                   f"{base} (network alone {rows[0].stages['network'] / r.stages['network']:.2f}x){same}")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..vos.checkpoint import save_model
-from ..vos.flow import drop_uncovered, make_flow, visible_before, warp_masks
+from ..vos.flow import carry, make_flow
 from ..vos.metrics import SequenceScorer, summarize
 from ..vos.network import AGSSVOS, EFFNETS, OPTIONAL_INPUTS, PRESETS, AGSSConfig
 from ..vos.tracker import Tracker
@@ -231,11 +231,8 @@ def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfi
         seen = prev.flatten(1).sum(1) if cfg.absent_loss else None  # (K,) areas where propagation starts
         losses, ious = [], []
         for t in range(clip.start + 1, T):
-            back = flow(grays[t], grays[t - 1])
-            warped = warp_masks(prev, back)
-            if cfg.occlusions:
-                visible = visible_before(back, flow(grays[t - 1], grays[t]))
-                warped = drop_uncovered(warped, torch.from_numpy(visible).to(device))
+            backward = flow(grays[t], grays[t - 1])
+            warped = carry(prev, backward, flow(grays[t - 1], grays[t]) if cfg.occlusions else None)
             if rng is not None:
                 warped = corrupt_masks(warped, rng, cfg.p_corrupt)
             probs = model(images[t], warped, ref).float()

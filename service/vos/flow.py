@@ -112,3 +112,13 @@ def drop_uncovered(warped: torch.Tensor, seen: torch.Tensor, cap: float = UNCOVE
     hidden = warped * (1 - seen)  # (K,H,W)
     small = hidden.flatten(1).sum(1) <= cap * warped.flatten(1).sum(1)  # (K,)
     return torch.where(small[:, None, None], warped - hidden, warped)
+
+
+def carry(masks: torch.Tensor, backward: np.ndarray, forward: np.ndarray | None = None) -> torch.Tensor:
+    """The previous masks (K,H,W) carried to the current frame: warped by the backward flow (H,W,2) and,
+    given the forward flow (H,W,2), without what an object uncovered (`drop_uncovered`). The tracker and
+    training both carry masks this way, so that a network learns on the inputs it gets."""
+    warped = warp_masks(masks, backward)
+    if forward is None:
+        return warped
+    return drop_uncovered(warped, torch.from_numpy(visible_before(backward, forward)).to(warped.device))

@@ -29,7 +29,7 @@ import torch
 
 from .errors import TrackerInputError
 from .events import EventDetector
-from .flow import FlowEstimator, drop_uncovered, make_flow, visible_before, warp_masks
+from .flow import FlowEstimator, carry, make_flow
 from .labels import MAX_OBJECTS
 from .network import Reference, SegmentationModel, normalize_objects
 
@@ -157,12 +157,10 @@ class Tracker:
         t_flow = t0 = time.perf_counter()
         if tracked:
             image = self.model.preprocess(small)
-            flow = self.flow(gray, self._prev_gray)
-            seen = visible_before(flow, self.flow(self._prev_gray, gray)) if self.occlusions else None
+            backward = self.flow(gray, self._prev_gray)
+            forward = self.flow(self._prev_gray, gray) if self.occlusions else None
             t_flow = time.perf_counter()
-            warped = warp_masks(probs, flow)
-            if seen is not None:
-                warped = drop_uncovered(warped, torch.from_numpy(seen).to(warped.device))
+            warped = carry(probs, backward, forward)
             raw, s = [], 0
             for g in self._groups:
                 raw.append(self.model.object_probs(image, warped[s:s + len(g.ids)], g.ref))
@@ -175,9 +173,7 @@ class Tracker:
         removed = {i for i, m in prompts.items() if not m.any() and i in tracked}
         if prompts:  # prompted objects leave their groups (and their predictions are dropped)
             keep = [k for k, i in enumerate(tracked) if i not in prompts]
-            self._groups = [g for g in (_Group(g.ref.select([k for k, i in enumerate(g.ids) if i not in prompts]),
-                                               [i for i in g.ids if i not in prompts]) for g in self._groups)
-                            if g.ids]
+            self._groups = [g for g in (self._without(g, prompts) for g in self._groups) if g.ids]
             probs = probs[keep] if probs is not None and keep else None
             tracked = self.tracked
         # The frame's labels: the predictions of the objects without a prompt, then the given masks, exact at
@@ -205,6 +201,12 @@ class Tracker:
         self.frames_seen += 1
         self.timings = {"flow": t_flow - t0, "network": time.perf_counter() - t_flow}
         return labels
+
+    @staticmethod
+    def _without(group: _Group, prompts: Masks) -> _Group:
+        """The group less its prompted objects, each leaving with its row of the reference."""
+        rows = [k for k, i in enumerate(group.ids) if i not in prompts]
+        return _Group(group.ref.select(rows), [group.ids[k] for k in rows])
 
     def _labels(self, probs: torch.Tensor | None, tracked: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
         """Soft masks (K,h,w) -> label map (H,W) at input size, and the argmax index map (h,w) at network
