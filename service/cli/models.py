@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import EXIT_OK
 from ..vos.options import FLOW_NAMES, PRESET_NAMES
-from .common import CLIError, progress
+from .common import CLIError, device, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--data", action="append", required=True, help="training sequences (repeatable)")
     tr.add_argument("--out", required=True, help="run folder: last.pt, log.jsonl, best/, final/")
     tr.add_argument("--val", help="validation sequences (J&F every val_every iterations)")
-    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    tr.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                    help="mixed precision (default auto: bfloat16 on a GPU that has it, float16 on an older one, "
+                         "off on the CPU)")
+    tr.add_argument("--workers", type=int, default=0,
+                    help="processes that make the clips and their flows ahead of the network, on other cores "
+                         "(the same clips as with 0, the default: in the training process)")
     tr.add_argument("--iterations", type=int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--val-every", type=int)
@@ -59,6 +65,9 @@ def train(args: argparse.Namespace) -> int:
     for d in args.data:
         if not Path(d).is_dir():
             raise CLIError(f"--data {d}: no such folder")
+    if args.workers < 0:
+        raise CLIError(f"--workers {args.workers}: must be 0 or more")
+    device(args.device)
     started = time.monotonic()
     with progress(cfg.iterations, "train", unit="clips", quiet=args.quiet) as bar:
         def on_step(it: int, loss: float, iou: float) -> None:
@@ -69,7 +78,7 @@ def train(args: argparse.Namespace) -> int:
             bar.update()
 
         best = run(cfg, args.data, args.out, args.val, args.device, resume=not args.restart, progress=on_step,
-                   log=lambda m: bar.write(m, file=sys.stderr))
+                   log=lambda m: bar.write(m, file=sys.stderr), amp=args.amp, workers=args.workers)
     print(f"best model: {best} ({time.monotonic() - started:.0f} s)", file=sys.stderr)
     if args.export:
         from ..training.report import export_model

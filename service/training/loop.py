@@ -216,23 +216,33 @@ def corrupt_masks(masks: torch.Tensor, rng: np.random.Generator, p: float) -> to
     return out
 
 
-def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfig,
-               amp: bool, rng: np.random.Generator | None = None) -> tuple[float, float]:
-    """One clip: forward through time, loss summed over steps. Returns (loss, mean IoU). `rng` draws the
+Flows = list[tuple[np.ndarray, "np.ndarray | None"]]
+
+
+def clip_flows(clip, flow, occlusions: bool) -> Flows:
+    """The flows (H,W,2) each step of a clip warps its previous masks with: (backward, forward) per frame
+    propagated to, from the frame where propagation starts; forward only with `occlusions`. They depend
+    on the frames alone, so a loader worker can compute them ahead of the step."""
+    grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip.frames]
+    return [(flow(grays[t], grays[t - 1]), flow(grays[t - 1], grays[t]) if occlusions else None)
+            for t in range(clip.start + 1, len(clip.frames))]
+
+
+def train_step(model: AGSSVOS, clip, flows: Flows, device: torch.device, cfg: TrainConfig,
+               amp: torch.dtype | None = None, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, float]:
+    """One clip with its `clip_flows`: forward through time, loss summed over steps, the network under
+    autocast to `amp` (bfloat16 or float16) when given. Returns (loss, mean IoU). `rng` draws the
     corruption of the previous masks (cfg.p_corrupt)."""
     ids = clip.ids
-    T = len(clip.frames)
     gts = torch.from_numpy(np.stack([(clip.labels == i) for i in ids], 1).astype(np.float32)).to(device)  # (T,K,H,W)
     images = [model.preprocess(f) for f in clip.frames]
-    grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip.frames]
-    with torch.autocast(device.type, enabled=amp):
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         ref = model.encode_reference(images[0], gts[0])
         prev = gts[clip.start]  # a far reference frame is not propagated from
         seen = prev.flatten(1).sum(1) if cfg.absent_loss else None  # (K,) areas where propagation starts
         losses, ious = [], []
-        for t in range(clip.start + 1, T):
-            backward = flow(grays[t], grays[t - 1])
-            warped = carry(prev, backward, flow(grays[t - 1], grays[t]) if cfg.occlusions else None)
+        for t, (backward, forward) in enumerate(flows, clip.start + 1):
+            warped = carry(prev, backward, forward)
             if rng is not None:
                 warped = corrupt_masks(warped, rng, cfg.p_corrupt)
             probs = model(images[t], warped, ref).float()
@@ -244,6 +254,73 @@ def train_step(model: AGSSVOS, clip, flow, device: torch.device, cfg: TrainConfi
                 prev = probs.detach() * keep + gts[t] * (1 - keep)
         loss = torch.stack(losses).mean()
     return loss, float(np.mean(ious))
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """--amp (auto, bf16, fp16, off) -> the autocast dtype for this device, None for full precision.
+    auto: bfloat16 on a GPU that has it (no loss scaling needed), float16 on an older one, off on the CPU,
+    where autocast is slower than float32 on most processors."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"amp {amp!r}: choose auto, bf16, fp16 or off")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+@dataclass
+class Draw:
+    """What one iteration trains on: its clip, the clip's flows, and the iteration's generator as the clip
+    left it (it goes on to draw the corruption of the previous masks)."""
+
+    clip: object
+    flows: Flows
+    rng: np.random.Generator
+
+
+class Clips(torch.utils.data.Dataset):
+    """Iteration i -> its Draw, the same in any process: the clip comes from a generator seeded with
+    (seed, i). With loader workers, clips and flows are made on other cores while the network trains."""
+
+    def __init__(self, cfg: TrainConfig, seqs: list[Sequence], images: list[StillImage], start: int):
+        self.cfg, self.seqs, self.images, self.start = cfg, seqs, images, start
+        self._flow = None
+
+    def __len__(self) -> int:
+        return max(self.cfg.iterations - self.start, 0)
+
+    def __getitem__(self, i: int) -> Draw:
+        cfg, it = self.cfg, self.start + i
+        if self._flow is None:
+            self._flow = make_flow(cfg.flow)
+        rng = np.random.default_rng([cfg.seed, it])
+        p_static = cfg.p_static_stage if it < cfg.static_iterations else cfg.p_static
+        clip = make_clip(self.seqs, rng, cfg.clip_length, cfg.crop, cfg.p_composite, cfg.p_synthetic,
+                         images=self.images, p_static=p_static, p_fast=cfg.p_fast,
+                         p_far_reference=cfg.p_far_reference, p_exit=cfg.p_exit)
+        return Draw(clip, clip_flows(clip, self._flow, cfg.occlusions), rng)
+
+
+def _as_is(draw: Draw) -> Draw:
+    return draw
+
+
+def draws(clips: Clips, workers: int):
+    """The Draws in iteration order, made in this process or, ahead of time, by `workers` processes."""
+    if workers <= 0:
+        return (clips[i] for i in range(len(clips)))
+    loader = torch.utils.data.DataLoader(clips, batch_size=None, shuffle=False, num_workers=workers,
+                                         collate_fn=_as_is, prefetch_factor=4)
+    # Each worker is one core's worth, so OpenCV's thread pool would only oversubscribe; and a forked child
+    # that resizes the pool it inherited deadlocks. So the workers are forked with a pool of one; the
+    # training process gets its own back once they are started (the loader forks them in iter()).
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return iter(loader)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 @torch.no_grad()
@@ -269,8 +346,9 @@ def evaluate(model: torch.nn.Module, seqs: list[Sequence], flow: str, long_side:
 
 def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: str | Path | None = None,
           device: str = "cpu", resume: bool = True, progress: Callable | None = None,
-          log: Callable[[str], None] = print) -> Path:
-    """Train; returns the folder of the best model (by validation J&F), or of the last one."""
+          log: Callable[[str], None] = print, amp: str = "auto", workers: int = 0) -> Path:
+    """Train; returns the folder of the best model (by validation J&F), or of the last one. `amp`: see
+    amp_dtype. `workers` processes make the clips ahead of the network (the same clips as without)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -284,8 +362,9 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
                                 "images/)")
     val = load_sequences(val_data) if val_data else []
     model, opt = build(cfg, dev)
-    amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler(enabled=amp)
+    dtype = amp_dtype(amp, dev)
+    # float16 needs its loss scaled against underflowing gradients; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
     start, best, before_s = 0, -1.0, 0.0
     last = out / "last.pt"
     if resume and last.exists():
@@ -296,7 +375,6 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
         before_s = float(ck.get("seconds", _logged_seconds(out / "log.jsonl")))
         log(f"resumed from {last} at iteration {start}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    flow = make_flow(cfg.flow)
     log_path = out / "log.jsonl"
     if val and start == 0 and not (out / "baseline.json").exists():
         from ..vos.baseline import FlowOnlyModel
@@ -312,7 +390,9 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
         """Training seconds over every process of this run (resumes included)."""
         return before_s + time.monotonic() - t0
 
-    for it in range(start, cfg.iterations):
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the crop is fixed; only the object count varies
+    for it, draw in zip(range(start, cfg.iterations), draws(Clips(cfg, seqs, images, start), workers), strict=True):
         model.train()
         # Batch norm statistics stay frozen: a batch of one clip cannot estimate them.
         for m in model.modules():
@@ -321,11 +401,8 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
         frac = 1 - it / cfg.iterations
         for g in opt.param_groups:
             g["lr"] = g["base"] * frac**cfg.poly_power
-        rng = np.random.default_rng([cfg.seed, it])
-        p_static = cfg.p_static_stage if it < cfg.static_iterations else cfg.p_static
-        clip = make_clip(seqs, rng, cfg.clip_length, cfg.crop, cfg.p_composite, cfg.p_synthetic, images=images,
-                         p_static=p_static, p_fast=cfg.p_fast, p_far_reference=cfg.p_far_reference, p_exit=cfg.p_exit)
-        loss, iou = train_step(model, clip, flow, dev, cfg, amp, rng=rng if cfg.p_corrupt > 0 else None)
+        loss, iou = train_step(model, draw.clip, draw.flows, dev, cfg, dtype,
+                               rng=draw.rng if cfg.p_corrupt > 0 else None)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

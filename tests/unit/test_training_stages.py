@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from service.training.clips import composite_clip, make_clip, real_clip, static_clip
 from service.training.datasets import Instance, Sequence, StillImage, is_coco, load_coco, load_sequences
-from service.training.loop import TrainConfig, build, corrupt_masks, train, train_step
+from service.training.loop import TrainConfig, build, clip_flows, corrupt_masks, train, train_step
 from service.training.report import every_nth, validation_groups
 from service.vos.flow import make_flow
 
@@ -215,6 +215,47 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_can_be_continued(tin
     assert (tmp_path / "stage2" / "final" / "weights.safetensors").is_file()
 
 
+def test_loader_workers_train_on_the_same_clips_as_the_training_process(tiny_seqs, coco_dir, tmp_path):
+    """Clips and flows made ahead by worker processes, the corruption drawn on from each clip's generator in
+    the training process: the same weights as making everything in line."""
+    torch.set_num_threads(1)
+    quiet = lambda m: None  # noqa: E731
+    cfg = TrainConfig(**{**TINY, "iterations": 3, "occlusions": True, "flow": "dis"})
+    train(cfg, [tiny_seqs, coco_dir], tmp_path / "inline", log=quiet)
+    train(cfg, [tiny_seqs, coco_dir], tmp_path / "workers", log=quiet, workers=2)
+    wa = load_file(tmp_path / "inline" / "final" / "weights.safetensors")
+    wb = load_file(tmp_path / "workers" / "final" / "weights.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_mixed_precision_trains_the_float32_weights(tiny_seqs, coco_dir):
+    """bfloat16 autocast (what --amp auto takes on a GPU; the CPU runs it too): the loss is finite, it has
+    gradients, and the weights the optimiser updates stay float32."""
+    from service.training.loop import amp_dtype
+
+    torch.set_num_threads(1)
+    assert amp_dtype("auto", torch.device("cpu")) is None and amp_dtype("off", torch.device("cuda")) is None
+    assert amp_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    with pytest.raises(ValueError):
+        amp_dtype("fp8", torch.device("cpu"))
+    cfg = TrainConfig(**{**TINY, "p_corrupt": 0.0, "occlusions": True})
+    model, opt = build(cfg, torch.device("cpu"))
+    seq = load_sequences(tiny_seqs / "dog")[0]
+    c = real_clip(seq, np.random.default_rng(4), 3, (64, 96))
+    flows = clip_flows(c, make_flow("dis"), True)
+    full, _ = train_step(model, c, flows, torch.device("cpu"), cfg)
+    loss, iou = train_step(model, c, flows, torch.device("cpu"), cfg, torch.bfloat16)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and 0 <= iou <= 1
+    assert abs(float(loss) - float(full)) < 0.05 * float(full)  # the same loss, to bfloat16's precision
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    assert all(v.dtype == before[k].dtype for k, v in after.items())
+    assert any(not torch.equal(v, before[k]) for k, v in after.items() if v.is_floating_point())
+
+
 def _numbered_sequence(n: int = 40) -> Sequence:
     """Frame t is the grey level 5t everywhere (so a clip's frames name their source frames), one square object."""
     frames = np.repeat((5 * np.arange(n, dtype=np.uint8))[:, None, None, None], 3, axis=3) * np.ones(
@@ -253,8 +294,8 @@ def test_a_far_reference_clip_trains_on_the_frames_after_its_start():
     c = real_clip(_numbered_sequence(), np.random.default_rng(0), 3, (64, 96), far_reference=True)
     seen = []
     flow = make_flow("none")
-    loss, iou = train_step(model, c, lambda a, b: seen.append((a, b)) or flow(a, b), torch.device("cpu"), cfg,
-                           False)
+    flows = clip_flows(c, lambda a, b: seen.append((a, b)) or flow(a, b), cfg.occlusions)
+    loss, iou = train_step(model, c, flows, torch.device("cpu"), cfg)
     assert torch.isfinite(loss) and 0 <= iou <= 1
     # Propagation starts at frame 1 (its exact mask): flows 1->2 and 2->3 only, never from the reference frame.
     grey = [int(g[0, 0]) for pair in seen for g in pair]
@@ -282,7 +323,7 @@ def test_training_warps_the_previous_masks_as_the_tracker_does(occlusions):
         return calls[-1][2]
 
     model.register_forward_pre_hook(lambda m, args: inputs.append(args[1].detach().clone()))
-    train_step(model, c, flow, torch.device("cpu"), cfg, False)
+    train_step(model, c, clip_flows(c, flow, cfg.occlusions), torch.device("cpu"), cfg)
     grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in c.frames]
     assert len(calls) == (2 if occlusions else 1) and len(inputs) == 1
     assert np.array_equal(calls[0][0], grays[1]) and np.array_equal(calls[0][1], grays[0])  # the backward flow
