@@ -213,3 +213,19 @@ def test_make_eval_runs_the_tracker_with_occlusions_unless_told_not_to(tmp_path,
         got[occlusions] = json.loads(out.read_text())["real"]["flow-only"]
         assert got[occlusions] == pytest.approx(want)
     assert got[True]["mean"] != pytest.approx(got[False]["mean"])  # the two settings differ on these frames
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "-1"], "--workers -1: must be 0 or more"),
+    (["--device", "cuda"], "--device cuda: CUDA is not available on this machine"),
+    (["--amp", "fp8"], "invalid choice: 'fp8'"),
+])
+def test_train_refuses_bad_flags_in_one_line(tiny_data, tmp_path, flags, message):
+    if "cuda" in flags and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    p = subprocess.run([sys.executable, "-m", "service.cli", "train", "--config", str(cfg), "--data", str(tiny_data),
+                        "--out", str(tmp_path / "run"), *flags], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "run").exists()
