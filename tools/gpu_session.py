@@ -1,0 +1,267 @@
+"""Training on a borrowed GPU machine that takes a size-limited copy of the checkout and lends minutes,
+not hours (docs/TRAINING.md, "Training on a GPU"):
+
+    python tools/gpu_session.py pack DIR [--davis DIR] [--coco DIR] [--init NAME=MODEL ...]
+        # here: a compact copy of the training data (about 35 MB instead of 140): each sequence's frames
+        # as one H.264 video (imageio-ffmpeg's ffmpeg), its masks as they are; COCO images at the 480 px
+        # that load_coco scales them to anyway, polygons scaled with them; init models in float16
+    python tools/gpu_session.py run DIR PLAN.json --out OUT --budget SECONDS [--workers N]
+        # there: unpack, then train every experiment of PLAN.json side by side on the one GPU (mixed
+        # precision, N loader workers each) until SECONDS from now, and write each one's final weights
+        # to OUT/NAME_a.safetensors and OUT/NAME_b.safetensors (halves: some transfers cap a file at 16 MiB)
+    python tools/gpu_session.py join OUT NAME --like MODEL --to FOLDER
+        # here: the two halves back into a model folder (MODEL's config)
+
+PLAN.json: {"base": "configs/agss-lite-finetune.json", "experiments": {"NAME": {overrides}, ...}}; an
+override `"init": "@NAME"` names a model packed with --init, `"static_frac": f` sets static_iterations to that
+fraction of the iterations the budget allows. Each experiment first measures its own clips per second for
+`--calibrate` seconds (all of them at once, so the sharing is in the number), then sizes its run to the budget,
+so the poly schedule ends at zero when the time does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+
+T0 = float(os.environ.get("GPU_SESSION_T0", time.time()))
+
+
+def log(m: str) -> None:
+    print(f"[{time.time() - T0:6.1f}s] {m}", flush=True)
+
+
+def pack(args: argparse.Namespace) -> None:
+    import imageio_ffmpeg  # a tool of this script only: pip install imageio-ffmpeg
+    from safetensors.torch import load_file, save_file
+
+    out = Path(args.dir)
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    for seq in sorted(p for p in Path(args.davis).iterdir() if (p / "JPEGImages").is_dir()):
+        dst = out / "davis" / seq.name
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(seq / "Annotations", dst / "Annotations", dirs_exist_ok=True)
+        frames = sorted((seq / "JPEGImages").glob("*.jpg"))
+        if [f.stem for f in frames] != [f"{i:05d}" for i in range(len(frames))]:
+            sys.exit(f"{seq.name}: frames are not numbered 00000.jpg on")
+        # yuv444p: the frames are 427 px wide, which 4:2:0 cannot take; crf 21 is ~3 grey levels off.
+        subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-framerate", "24",
+                        "-i", str(seq / "JPEGImages" / "%05d.jpg"), "-c:v", "libx264", "-crf", "21",
+                        "-preset", "slow", "-pix_fmt", "yuv444p",
+                        str(dst / "frames.mp4")], check=True)
+    if args.coco:
+        src, dst = Path(args.coco), out / "coco"
+        (dst / "images").mkdir(parents=True, exist_ok=True)
+        data = json.loads((src / "instances.json").read_text())
+        scale = {}
+        for info in data["images"]:
+            img = cv2.imread(str(src / "images" / info["file_name"]))
+            h, w = img.shape[:2]
+            s = min(1.0, 480 / max(h, w))
+            size = (round(w * s), round(h * s))
+            cv2.imwrite(str(dst / "images" / info["file_name"]), cv2.resize(img, size, interpolation=cv2.INTER_AREA),
+                        [cv2.IMWRITE_JPEG_QUALITY, 85])
+            scale[info["id"]] = (size[0] / w, size[1] / h)
+            info["width"], info["height"] = size
+        anns = []
+        for a in data["annotations"]:
+            if a.get("iscrowd"):  # load_coco skips crowd regions; their RLEs cannot be scaled as polygons
+                continue
+            sx, sy = scale[a["image_id"]]
+            a["segmentation"] = [[round(c * (sx if i % 2 == 0 else sy), 1) for i, c in enumerate(poly)]
+                                 for poly in a["segmentation"]]
+            anns.append(a)
+        data["annotations"] = anns
+        (dst / "instances.json").write_text(json.dumps(data, separators=(",", ":")))
+    for spec in args.init or []:
+        name, model = spec.split("=", 1)
+        dst = out / "init" / name
+        dst.mkdir(parents=True, exist_ok=True)
+        w = load_file(str(Path(model) / "weights.safetensors"))
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in w.items()},
+                  str(dst / "weights16.safetensors"))
+        shutil.copy(Path(model) / "model.json", dst / "model.json")
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"packed {out}: {size / 2**20:.1f} MiB")
+
+
+def _decode(job: tuple[Path, Path]) -> int:
+    seq, dst = job
+    (dst / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    cap = cv2.VideoCapture(str(seq / "frames.mp4"))
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        cv2.imwrite(str(dst / "JPEGImages" / f"{n:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        n += 1
+    masks = len(list((seq / "Annotations").iterdir()))
+    if n != masks:
+        raise RuntimeError(f"{seq.name}: {n} frames decoded, {masks} masks")
+    shutil.copytree(seq / "Annotations", dst / "Annotations", dirs_exist_ok=True)
+    return n
+
+
+def unpack(packed: Path, data: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    jobs = [(s, data / "davis" / s.name) for s in sorted((packed / "davis").iterdir())]
+    with Pool(os.cpu_count()) as p:
+        n = sum(p.map(_decode, jobs))
+    log(f"decoded {n} frames of {len(jobs)} sequences")
+    if (packed / "coco").is_dir():
+        shutil.copytree(packed / "coco", data / "coco", dirs_exist_ok=True)
+    for m in sorted((packed / "init").iterdir()) if (packed / "init").is_dir() else []:
+        (data / "init" / m.name).mkdir(parents=True, exist_ok=True)
+        w = load_file(str(m / "weights16.safetensors"))
+        save_file({k: v.float() if v.is_floating_point() else v for k, v in w.items()},
+                  str(data / "init" / m.name / "weights.safetensors"), metadata={"format": "agss-vos"})
+        shutil.copy(m / "model.json", data / "init" / m.name / "model.json")
+
+
+class _Stop(Exception):
+    pass
+
+
+def _rate(cfg, data: list[str], scratch: str, seconds: float, workers: int, amp: str, device: str) -> float:
+    """Clips per second of this config, as it runs now, beside whatever else runs."""
+    from service.training.loop import train
+
+    marks: list[tuple[int, float]] = []
+
+    def step(it: int, loss: float, iou: float) -> None:
+        marks.append((it, time.time()))
+        if marks[-1][1] - marks[0][1] > seconds:
+            raise _Stop
+
+    try:
+        train(replace(cfg, iterations=10**6, checkpoint_every=10**9), data, scratch, device=device, resume=False,
+              progress=step, log=lambda m: None, amp=amp, workers=workers)
+    except _Stop:
+        pass
+    a, b = marks[min(10, len(marks) // 3)], marks[-1]  # past the first steps' warm-up
+    return (b[0] - a[0]) / max(b[1] - a[1], 1e-6)
+
+
+def experiment(args: argparse.Namespace) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from service.training.loop import TrainConfig, train
+
+    plan = json.loads(Path(args.plan).read_text())
+    over = dict(plan["experiments"][args.name])
+    static_frac = over.pop("static_frac", None)
+    data = Path(args.data)
+    if str(over.get("init", "")).startswith("@"):
+        over["init"] = str(data / "init" / over["init"][1:])
+    cfg = replace(TrainConfig.from_file(plan["base"]), **over, checkpoint_every=500, val_every=10**9)
+    sets = [str(data / "davis")] + ([str(data / "coco")] if (data / "coco").is_dir() else [])
+    scratch = f"/tmp/gpu-session/{args.name}"
+    if args.compare_fp32:
+        r32 = _rate(cfg, sets, scratch + "-cal", args.calibrate, args.workers, "off", args.device)
+        log(f"{args.name}: float32 {r32:.2f} clips/s")
+    rate = _rate(cfg, sets, scratch + "-cal", args.calibrate, args.workers, "auto", args.device)
+    left = T0 + args.budget - time.time() - 15  # the run loads its data again
+    n = max(int(rate * left), 10)
+    cfg = replace(cfg, iterations=n, **({"static_iterations": int(n * static_frac)} if static_frac else {}))
+    log(f"{args.name}: mixed precision {rate:.2f} clips/s -> {n} iterations in {left:.0f} s")
+    started, shown = time.time(), [time.time()]
+
+    def step(it: int, loss: float, iou: float) -> None:
+        if time.time() - shown[0] > 60:
+            shown[0] = time.time()
+            log(f"{args.name}: {it}/{n} loss {loss:.4f} iou {iou:.3f}")
+
+    final = train(cfg, sets, scratch, device=args.device, resume=False, progress=step, log=lambda m: None,
+                  workers=args.workers)
+    took = time.time() - started
+    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else 0.0
+    log(f"{args.name}: {n} iterations in {took:.0f} s ({n / took:.2f} clips/s), peak GPU memory {peak:.2f} GiB")
+    w = load_file(str(Path(final) / "weights.safetensors"))
+    keys, total, acc, half = sorted(w), sum(v.numel() * v.element_size() for v in w.values()), 0, 0
+    for half, k in enumerate(keys):  # noqa: B007 - the split point is what the loop leaves
+        acc += w[k].numel() * w[k].element_size()
+        if acc > total / 2:
+            break
+    out = Path(args.out)
+    save_file({k: w[k] for k in keys[:half]}, str(out / f"{args.name}_a.safetensors"))
+    save_file({k: w[k] for k in keys[half:]}, str(out / f"{args.name}_b.safetensors"))
+    print(json.dumps({"experiment": args.name, "config": {k: v for k, v in vars(cfg).items() if k != "model"}}))
+
+
+def run(args: argparse.Namespace) -> None:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    data = Path("/tmp/gpu-session/data")
+    unpack(Path(args.dir), data)
+    plan = json.loads(Path(args.plan).read_text())
+    env = dict(os.environ, GPU_SESSION_T0=str(T0))
+    procs = {}
+    for i, name in enumerate(plan["experiments"]):
+        cmd = [sys.executable, __file__, "experiment", args.plan, name, "--data", str(data), "--out", args.out,
+               "--budget", str(args.budget), "--workers", str(args.workers), "--calibrate", str(args.calibrate),
+               "--device", args.device]
+        procs[name] = subprocess.Popen(cmd + (["--compare-fp32"] if i == 0 else []), env=env)
+    for name, p in procs.items():
+        log(f"{name}: exit {p.wait()}")
+
+
+def join(args: argparse.Namespace) -> None:
+    from safetensors.torch import load_file
+
+    from service.vos.checkpoint import load_model, save_model
+
+    model = load_model(args.like)
+    w = {**load_file(str(Path(args.out) / f"{args.name}_a.safetensors")),
+         **load_file(str(Path(args.out) / f"{args.name}_b.safetensors"))}
+    model.load_state_dict(w)
+    print(save_model(model, args.to, provenance={"gpu_session": args.name}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack")
+    pk.add_argument("dir")
+    pk.add_argument("--davis", default="../shared/data/davis2016-train-240p")
+    pk.add_argument("--coco", default="../shared/data/coco-subset")
+    pk.add_argument("--init", action="append", help="NAME=MODEL_FOLDER, for \"init\": \"@NAME\"")
+    pk.set_defaults(func=pack)
+    for name, func in (("run", run), ("experiment", experiment)):
+        r = sub.add_parser(name)
+        if name == "run":
+            r.add_argument("dir")
+        r.add_argument("plan")
+        if name == "experiment":
+            r.add_argument("name")
+            r.add_argument("--data", required=True)
+            r.add_argument("--compare-fp32", action="store_true")
+        r.add_argument("--out", required=True)
+        r.add_argument("--budget", type=float, required=True, help="seconds from now by which training ends")
+        r.add_argument("--workers", type=int, default=3)
+        r.add_argument("--calibrate", type=float, default=25.0)
+        r.add_argument("--device", default="cuda", help="cuda (cpu: to try the script here)")
+        r.set_defaults(func=func)
+    j = sub.add_parser("join")
+    j.add_argument("out")
+    j.add_argument("name")
+    j.add_argument("--like", default="service/models/agss-lite")
+    j.add_argument("--to", required=True)
+    j.set_defaults(func=join)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
