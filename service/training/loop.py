@@ -35,7 +35,7 @@ from ..vos.flow import carry, make_flow
 from ..vos.metrics import SequenceScorer, summarize
 from ..vos.network import AGSSVOS, EFFNETS, OPTIONAL_INPUTS, PRESETS, AGSSConfig
 from ..vos.tracker import Tracker
-from .clips import make_clip
+from .clips import Clip, make_clip
 from .datasets import Sequence, StillImage, is_coco, load_coco, load_sequences
 
 
@@ -219,7 +219,7 @@ def corrupt_masks(masks: torch.Tensor, rng: np.random.Generator, p: float) -> to
 Flows = list[tuple[np.ndarray, "np.ndarray | None"]]
 
 
-def clip_flows(clip, flow, occlusions: bool) -> Flows:
+def clip_flows(clip: Clip, flow: Callable[[np.ndarray, np.ndarray], np.ndarray], occlusions: bool) -> Flows:
     """The flows (H,W,2) each step of a clip warps its previous masks with: (backward, forward) per frame
     propagated to, from the frame where propagation starts; forward only with `occlusions`. They depend
     on the frames alone, so a loader worker can compute them ahead of the step."""
@@ -228,7 +228,7 @@ def clip_flows(clip, flow, occlusions: bool) -> Flows:
             for t in range(clip.start + 1, len(clip.frames))]
 
 
-def train_step(model: AGSSVOS, clip, flows: Flows, device: torch.device, cfg: TrainConfig,
+def train_step(model: AGSSVOS, clip: Clip, flows: Flows, device: torch.device, cfg: TrainConfig,
                amp: torch.dtype | None = None, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, float]:
     """One clip with its `clip_flows`: forward through time, loss summed over steps, the network under
     autocast to `amp` (bfloat16 or float16) when given. Returns (loss, mean IoU). `rng` draws the
@@ -274,7 +274,7 @@ class Draw:
     """What one iteration trains on: its clip, the clip's flows, and the iteration's generator as the clip
     left it (it goes on to draw the corruption of the previous masks)."""
 
-    clip: object
+    clip: Clip
     flows: Flows
     rng: np.random.Generator
 
