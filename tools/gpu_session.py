@@ -96,16 +96,15 @@ def pack(args: argparse.Namespace) -> None:
 
 
 def _decode(job: tuple[Path, Path]) -> int:
+    from service.media.frames import open_frames
+
     seq, dst = job
     (dst / "JPEGImages").mkdir(parents=True, exist_ok=True)
-    cap = cv2.VideoCapture(str(seq / "frames.mp4"))
     n = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        cv2.imwrite(str(dst / "JPEGImages" / f"{n:05d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        n += 1
+    for frame in open_frames(seq / "frames.mp4"):
+        cv2.imwrite(str(dst / "JPEGImages" / f"{frame.index:05d}.jpg"), cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        n = frame.index + 1
     masks = len(list((seq / "Annotations").iterdir()))
     if n != masks:
         raise RuntimeError(f"{seq.name}: {n} frames decoded, {masks} masks")

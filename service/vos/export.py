@@ -147,7 +147,7 @@ def _graphs(model: AGSSVOS, normalized: bool) -> dict[str, tuple[nn.Module, tupl
     # A `match` model's reference also gives its 1/16 features, and its step takes them with each
     # object's reference mask at that scale (`network.reference_masks`, computed outside the graphs).
     feats = {"ref_feats": {2: "H16", 3: "W16"}} if model.config.match else {}
-    matched = {**feats, "ref_masks": {0: "K", 1: "H16", 2: "W16"}} if model.config.match else {}
+    matched = {**feats, "ref_masks": {0: "K", 1: "H16", 2: "W16"}} if feats else {}
     return {
         "reference": (ReferenceNet(model), ("image", "masks"), ("ref_r5", *feats),
                       {"image": img, "masks": kmask, "ref_r5": ref, **feats}),
