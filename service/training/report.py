@@ -30,9 +30,11 @@ from .loop import TrainConfig, evaluate
 
 FAST_STEP = 3
 GROUPS = ("real", "fast", "composites", "fast-composites")
+COMPOSITE_SEED = 1234  # the composites every table since the first was measured on
 
 
-def composites(seqs: list[Sequence], n: int, seed: int = 1234, size: tuple[int, int] = (480, 864)) -> list[Sequence]:
+def composites(seqs: list[Sequence], n: int, seed: int = COMPOSITE_SEED,
+               size: tuple[int, int] = (480, 864)) -> list[Sequence]:
     """Multi-object validation videos made like the training composites, from the given sequences only."""
     out = []
     for i in range(n):
@@ -51,13 +53,14 @@ def every_nth(seqs: list[Sequence], step: int = FAST_STEP) -> list[Sequence]:
     return [Sequence(f"{s.name}-x{step}", s.frames[::step], s.labels[::step], s.annotated[::step]) for s in seqs]
 
 
-def validation_groups(seqs: list[Sequence], n_composites: int = 4,
-                      groups: tuple[str, ...] = GROUPS) -> dict[str, list[Sequence]]:
-    """{group: sequences} made from held-out sequences only (see the module docstring)."""
+def validation_groups(seqs: list[Sequence], n_composites: int = 4, groups: tuple[str, ...] = GROUPS,
+                      seed: int = COMPOSITE_SEED) -> dict[str, list[Sequence]]:
+    """{group: sequences} made from held-out sequences only (see the module docstring); `seed` draws the
+    composites (another seed: other pairings, placements and scales of the same sequences)."""
     make = {"real": lambda: seqs, "fast": lambda: every_nth(seqs),
-            "composites": lambda: composites(seqs, n_composites),
+            "composites": lambda: composites(seqs, n_composites, seed),
             "fast-composites": lambda: [Sequence(f"fast-{c.name}", c.frames, c.labels, c.annotated)
-                                        for c in composites(every_nth(seqs), n_composites)]}
+                                        for c in composites(every_nth(seqs), n_composites, seed)]}
     return {g: make[g]() for g in groups}
 
 
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="held-out annotated sequences (DAVIS layouts)")
     ap.add_argument("--groups", default=",".join(GROUPS), help=f"any of {', '.join(GROUPS)}")
     ap.add_argument("--composites", type=int, default=4)
+    ap.add_argument("--composite-seed", type=int, default=COMPOSITE_SEED,
+                    help="draws the composites; another seed gives a second set from the same sequences")
     ap.add_argument("--flow", default="dis")
     ap.add_argument("--no-occlusions", dest="occlusions", action="store_false",
                     help="the tracker without its occlusion handling (as before it had one)")
@@ -211,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     seqs = load_sequences(args.data)
     print(f"J&F, DAVIS protocol, flow {args.flow}, occlusions {'on' if args.occlusions else 'off'}, network long "
           f"side {long_side}, on {args.data} ({len(seqs)} sequences)")
-    groups = validation_groups(seqs, args.composites, tuple(g for g in args.groups.split(",") if g))
+    groups = validation_groups(seqs, args.composites, tuple(g for g in args.groups.split(",") if g),
+                               args.composite_seed)
     results = compare_groups(models, groups, args.flow, long_side, occlusions=args.occlusions)
     means = {m: {g: results[g][m]["mean"] for g in results} for m in models}
     for m in means:  # the table's last row: the mean over the groups

@@ -161,6 +161,11 @@ def test_validation_groups_hold_fast_and_multi_object_proxies():
     assert np.array_equal(fast[0].frames[1], seqs[0].frames[3])
     g = validation_groups(seqs, n_composites=1, groups=("fast", "fast-composites"))
     assert list(g) == ["fast", "fast-composites"] and g["fast-composites"][0].name == "fast-composite-0"
+    # The composites are drawn from the seed: the same seed, the same videos; another, another set.
+    same = validation_groups(seqs, n_composites=1, groups=("fast-composites",))["fast-composites"][0]
+    other = validation_groups(seqs, n_composites=1, groups=("fast-composites",), seed=99)["fast-composites"][0]
+    assert np.array_equal(same.frames, g["fast-composites"][0].frames)
+    assert not np.array_equal(other.frames, same.frames)
 
 
 TINY = {"model": {"backbone": "efficientnet_lite0", "width": 16, "long_side": 96, "mean": [0.5, 0.5, 0.5],
