@@ -13,7 +13,7 @@ comma := ,
 VAL_DATA ?= ../shared/data/real
 COCO_DATA ?= ../shared/data/coco-subset
 
-.PHONY: install run test test-browser lint bench bench-service bench-live bench-takeover soak load fuzz mutate train-default eval \
+.PHONY: install run test test-browser lint bench bench-service bench-live bench-takeover soak load fuzz mutate train-default gpu-pack eval \
 	package-check clean
 
 # The editable install also generates the gRPC stubs from proto/ (setup.py); a changed .proto re-runs it.
@@ -87,6 +87,21 @@ train-default: install
 		--out runs/agss-lite $(TRAIN_FLAGS)
 	$(VENV)/bin/agss-vos train --config configs/agss-lite-finetune.json --data $(TRAIN_DATA) --data $(COCO_DATA) \
 		--val $(VAL_DATA) --out runs/agss-lite-finetune --export service/models/agss-lite $(TRAIN_FLAGS)
+
+# A GPU session's training (docs/TRAINING.md, "Training on a GPU"): the training data and the inits that
+# configs/gpu-plan.json names packed into .gpudata/packed (about 41 MiB; with the checkout under the 64 MiB a
+# call may carry), and the one wheel the GPU machine lacks into .whl. Then one call of the device tool's `run`
+# with carry [".gpudata/packed", ".whl"] and timeout_s 560:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site
+#     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 || exit; python3 tools/gpu_session.py
+#     run .gpudata/packed configs/gpu-plan.json --out $OUT --budget 470 --workers 4
+# and `python tools/gpu_session.py join DIR NAME --like lite2 --to runs/NAME` here for each model back.
+gpu-pack: install
+	$(VENV)/bin/pip install -q imageio-ffmpeg
+	rm -rf .gpudata/packed
+	$(PY) tools/gpu_session.py pack .gpudata/packed --davis $(TRAIN_DATA) --coco $(COCO_DATA) --init lite2=imagenet:lite2
+	$(VENV)/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl pycocotools==2.0.10
 
 # J&F per sequence of the default model and flow-only (plus EVAL_MODELS, e.g. a candidate run folder), in one
 # run, on the real sequences as they are, every 3rd frame of them (fast motion), and composites of both.

