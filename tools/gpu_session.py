@@ -15,8 +15,8 @@ not hours (docs/TRAINING.md, "Training on a GPU"):
     python tools/gpu_session.py join OUT NAME --like MODEL --to FOLDER
         # here: the two halves back into a model folder (the config of MODEL, a model folder or a preset)
 
-`make gpu-pack` packs the data with the inits that configs/gpu-plan.json names and prints the call to make
-(docs/TRAINING.md, "Training on a GPU").
+`make gpu-pack` packs the data with the inits that configs/gpu-plan.json names; the comment above that target
+holds the device call to make with it (docs/TRAINING.md, "Training on a GPU").
 
 PLAN.json: {"base": "configs/agss-lite-finetune.json", "experiments": {"NAME": {overrides}, ...}}; an
 override `"init": "@NAME"` names a model packed with --init, `"static_frac": f` sets static_iterations to that
