@@ -80,6 +80,28 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def paired_difference(results: dict[str, dict[str, float]], base: str, other: str) -> tuple[float, float]:
+    """Mean over sequences of `other`'s J&F minus `base`'s on the same sequence, and its standard error
+    (sample standard deviation / sqrt(n); nan for one sequence). Paired, so what the sequences have in
+    common cancels: a difference under about two standard errors is what another draw of sequences could
+    undo (docs/TRAINING.md, experiment Q)."""
+    d = np.array([results[other][s] - results[base][s] for s in results[base] if s != "mean"])
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
+
+
+def format_differences(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """{group: {model: {sequence: J&F}}} -> a table of each model's paired difference to the first model,
+    per group, as mean +- standard error over the group's sequences."""
+    groups = list(results)
+    names = list(results[groups[0]])
+    lines = [f"| group | {' | '.join(f'{n} - {names[0]}' for n in names[1:])} |", "|---|" + "---:|" * (len(names) - 1)]
+    for g in groups:
+        cells = (paired_difference(results[g], names[0], n) for n in names[1:])
+        lines.append(f"| {g} | " + " | ".join(f"{d:+.4f} +- {se:.4f}" for d, se in cells) + " |")
+    return "\n".join(lines)
+
+
 def compare_groups(models: dict, groups: dict[str, list[Sequence]], flow: str, long_side: int,
                    log=print, occlusions: bool = True) -> dict[str, dict[str, dict[str, float]]]:
     """{group: {model: {sequence: J&F, 'mean': ...}}}, printing each group's table as it is done."""
@@ -223,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in means:  # the table's last row: the mean over the groups
         means[m]["mean"] = float(np.mean(list(means[m].values())))
     print("\nmeans per group (last row: their mean)\n" + format_table(means))
+    if len(models) > 1:
+        print("\npaired differences per group (over sequences, not objects: mean +- standard error)\n"
+              + format_differences(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -213,6 +213,10 @@ def test_make_eval_runs_the_tracker_with_occlusions_unless_told_not_to(tmp_path,
         got[occlusions] = json.loads(out.read_text())["real"]["flow-only"]
         assert got[occlusions] == pytest.approx(want)
     assert got[True]["mean"] != pytest.approx(got[False]["mean"])  # the two settings differ on these frames
+    # Two or more models: each one's paired difference to the first, per group (here the same model twice).
+    assert main(["--models", "flow-only,again=flow-only", "--data", str(tmp_path / "seq"), "--groups", "real"]) == 0
+    out = capsys.readouterr().out
+    assert "paired differences per group" in out and "| real | +0.0000 +- nan |" in out
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -168,6 +168,19 @@ def test_validation_groups_hold_fast_and_multi_object_proxies():
     assert not np.array_equal(other.frames, same.frames)
 
 
+def test_paired_differences_are_a_mean_and_standard_error_over_sequences():
+    from service.training.report import format_differences, paired_difference
+
+    r = {"a": {"s1": 0.5, "s2": 0.6, "s3": 0.7, "mean": 0.9}, "b": {"s1": 0.6, "s2": 0.6, "s3": 0.9, "mean": 0.1}}
+    d, se = paired_difference(r, "a", "b")  # differences 0.1, 0, 0.2 (the object means are left out)
+    assert d == pytest.approx(0.1) and se == pytest.approx(0.1 / 3 ** 0.5)
+    assert paired_difference(r, "b", "a")[0] == pytest.approx(-0.1)
+    d1, se1 = paired_difference({"a": {"s1": 0.5}, "b": {"s1": 0.7}}, "a", "b")
+    assert d1 == pytest.approx(0.2) and np.isnan(se1)  # one sequence: no error to give
+    table = format_differences({"real": r, "fast": {"a": r["b"], "b": r["a"]}}).splitlines()
+    assert table == ["| group | b - a |", "|---|---:|", "| real | +0.1000 +- 0.0577 |", "| fast | -0.1000 +- 0.0577 |"]
+
+
 TINY = {"model": {"backbone": "efficientnet_lite0", "width": 16, "long_side": 96, "mean": [0.5, 0.5, 0.5],
                   "std": [0.5, 0.5, 0.5]},
         "clip_length": 3, "crop": [64, 96], "pretrained": False, "checkpoint_every": 1, "val_every": 1000,
