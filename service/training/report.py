@@ -9,7 +9,9 @@ Validation groups, all made from sequences that training never sees (`validation
 - `fast-composites`: the same made from the every-3rd-frame sequences.
 
 `python -m service.training.report --models agss-lite,previous=runs/agss-lite-v1,flow-only --data DIR`
-prints one table per group (what `make eval` runs).
+prints one table per group (what `make eval` runs), and with two or more models their paired differences to
+the first. `make eval-composites` runs it on composites of the training sequences drawn with another seed
+(`--composite-seed`): a second set to check composite results on, not a held-out score.
 """
 
 from __future__ import annotations
