@@ -108,17 +108,18 @@ gpu-pack: install
 # EVAL_COMPOSITES=12 makes three times the composites from the same sequences: 4 are noise-sized (TRAINING.md, G).
 # The tracker runs with its occlusion handling, as it does by default; EVAL_FLAGS=--no-occlusions for without.
 EVAL_MODELS ?=
+EVAL_MODEL_LIST = agss-lite$(if $(EVAL_MODELS),$(comma)$(EVAL_MODELS)),flow-only
 EVAL_COMPOSITES ?= 4
 EVAL_FLAGS ?=
 eval: install
-	$(PY) -m service.training.report --models agss-lite$(if $(EVAL_MODELS),$(comma)$(EVAL_MODELS)),flow-only \
+	$(PY) -m service.training.report --models $(EVAL_MODEL_LIST) \
 		--data $(VAL_DATA) --composites $(EVAL_COMPOSITES) $(EVAL_FLAGS)
 
 # A second composite set (docs/TRAINING.md, experiment Q): 16 composites, and 16 of every 3rd frame, drawn with
 # another seed from the training sequences. Every model here has seen those sequences (not these videos), so it
 # checks tracker changes and composite results of the table above; it is not a held-out score.
 eval-composites: install
-	$(PY) -m service.training.report --models agss-lite$(if $(EVAL_MODELS),$(comma)$(EVAL_MODELS)),flow-only \
+	$(PY) -m service.training.report --models $(EVAL_MODEL_LIST) \
 		--data $(TRAIN_DATA) --composites 16 --composite-seed 99 --groups composites,fast-composites $(EVAL_FLAGS)
 
 # What a user does: build the wheel, install it with its dependencies into a fresh environment, run it

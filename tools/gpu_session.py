@@ -40,6 +40,9 @@ from pathlib import Path
 
 import cv2
 
+from service.vos.checkpoint import CARD_FILE, FORMAT, WEIGHTS_FILE
+
+PACKED_WEIGHTS = "weights16.safetensors"  # an init model's weights in float16, as packed
 T0 = float(os.environ.get("GPU_SESSION_T0", time.time()))
 
 
@@ -57,17 +60,18 @@ def pack(args: argparse.Namespace) -> None:
     import imageio_ffmpeg  # a tool of this script only: pip install imageio-ffmpeg
     from safetensors.torch import load_file, save_file
 
-    out = Path(args.dir)
-    inits = [spec.split("=", 1) for spec in args.init or []]
-    for name, model in inits:  # checked before minutes of packing
-        if model.startswith("imagenet:"):
-            from service.vos.network import PRESETS
+    from service.vos.network import PRESETS
 
-            preset = model.split(":", 1)[1]
-            if preset not in PRESETS:
-                fail(f"--init {name}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        elif not (Path(model) / "weights.safetensors").is_file():
-            fail(f"--init {name}: {model} is not a model folder (no weights.safetensors)")
+    out = Path(args.dir)
+    inits = []  # (name, preset to build from ImageNet or None, model folder or None), checked before packing
+    for spec in args.init or []:
+        name, model = spec.split("=", 1)
+        preset = model.removeprefix("imagenet:") if model.startswith("imagenet:") else None
+        if preset is not None and preset not in PRESETS:
+            fail(f"--init {name}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if preset is None and not (Path(model) / WEIGHTS_FILE).is_file():
+            fail(f"--init {name}: {model} is not a model folder (no {WEIGHTS_FILE})")
+        inits.append((name, preset, None if preset else Path(model)))
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     for seq in sorted(p for p in Path(args.davis).iterdir() if (p / "JPEGImages").is_dir()):
         dst = out / "davis" / seq.name
@@ -105,15 +109,14 @@ def pack(args: argparse.Namespace) -> None:
             anns.append(a)
         data["annotations"] = anns
         (dst / "instances.json").write_text(json.dumps(data, separators=(",", ":")))
-    for name, model in inits:
-        if model.startswith("imagenet:"):
-            model = _imagenet_init(model.split(":", 1)[1], out.parent / f"imagenet-{name}")
+    for name, preset, model in inits:
+        if preset:
+            model = _imagenet_init(preset, out.parent / f"imagenet-{name}")
         dst = out / "init" / name
         dst.mkdir(parents=True, exist_ok=True)
-        w = load_file(str(Path(model) / "weights.safetensors"))
-        save_file({k: v.half() if v.is_floating_point() else v for k, v in w.items()},
-                  str(dst / "weights16.safetensors"))
-        shutil.copy(Path(model) / "model.json", dst / "model.json")
+        w = load_file(str(model / WEIGHTS_FILE))
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in w.items()}, str(dst / PACKED_WEIGHTS))
+        shutil.copy(model / CARD_FILE, dst / CARD_FILE)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"packed {out}: {size / 2**20:.1f} MiB")
 
@@ -160,10 +163,10 @@ def unpack(packed: Path, data: Path) -> None:
         shutil.copytree(packed / "coco", data / "coco", dirs_exist_ok=True)
     for m in sorted((packed / "init").iterdir()) if (packed / "init").is_dir() else []:
         (data / "init" / m.name).mkdir(parents=True, exist_ok=True)
-        w = load_file(str(m / "weights16.safetensors"))
+        w = load_file(str(m / PACKED_WEIGHTS))
         save_file({k: v.float() if v.is_floating_point() else v for k, v in w.items()},
-                  str(data / "init" / m.name / "weights.safetensors"), metadata={"format": "agss-vos"})
-        shutil.copy(m / "model.json", data / "init" / m.name / "model.json")
+                  str(data / "init" / m.name / WEIGHTS_FILE), metadata={"format": FORMAT})
+        shutil.copy(m / CARD_FILE, data / "init" / m.name / CARD_FILE)
 
 
 class _Stop(Exception):
@@ -225,7 +228,7 @@ def experiment(args: argparse.Namespace) -> None:
     took = time.time() - started
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else 0.0
     log(f"{args.name}: {n} iterations in {took:.0f} s ({n / took:.2f} clips/s), peak GPU memory {peak:.2f} GiB")
-    w = load_file(str(Path(final) / "weights.safetensors"))
+    w = load_file(str(Path(final) / WEIGHTS_FILE))
     keys, total, acc, half = sorted(w), sum(v.numel() * v.element_size() for v in w.values()), 0, 0
     for half, k in enumerate(keys):  # noqa: B007 - the split point is what the loop leaves
         acc += w[k].numel() * w[k].element_size()
