@@ -346,9 +346,12 @@ def evaluate(model: torch.nn.Module, seqs: list[Sequence], flow: str, long_side:
 
 def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: str | Path | None = None,
           device: str = "cpu", resume: bool = True, progress: Callable | None = None,
-          log: Callable[[str], None] = print, amp: str = "auto", workers: int = 0) -> Path:
+          log: Callable[[str], None] = print, amp: str = "auto", workers: int = 0,
+          after_step: Callable[[int, AGSSVOS], None] | None = None) -> Path:
     """Train; returns the folder of the best model (by validation J&F), or of the last one. `amp`: see
-    amp_dtype. `workers` processes make the clips ahead of the network (the same clips as without)."""
+    amp_dtype. `workers` processes make the clips ahead of the network (the same clips as without).
+    `after_step(iterations done, model)` runs after each optimizer step, before progress and checkpoints:
+    replicas training side by side average their weights there (tools/gpu_session.py)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -408,6 +411,8 @@ def train(cfg: TrainConfig, data: list[str | Path], out: str | Path, val_data: s
         scaler.step(opt)
         scaler.update()
         window = (window + [(loss.item(), iou)])[-50:]
+        if after_step:
+            after_step(it + 1, model)
         if progress:
             progress(it + 1, float(np.mean([w[0] for w in window])), float(np.mean([w[1] for w in window])))
         done = it + 1

@@ -233,6 +233,24 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_can_be_continued(tin
     assert (tmp_path / "stage2" / "final" / "weights.safetensors").is_file()
 
 
+def test_after_step_sees_each_step_and_what_it_changes_is_what_is_saved(tiny_seqs, coco_dir, tmp_path):
+    """The hook replicas average their weights in (tools/gpu_session.py): called after every step with the
+    model being trained, before the checkpoint, so the averaged weights are the ones saved."""
+    torch.set_num_threads(1)
+    seen: list[int] = []
+
+    def hook(it: int, model) -> None:
+        seen.append(it)
+        with torch.no_grad():
+            next(model.parameters()).fill_(0.25)
+
+    train(TrainConfig(**{**TINY, "iterations": 3}), [tiny_seqs, coco_dir], tmp_path / "run", log=lambda m: None,
+          after_step=hook)
+    assert seen == [1, 2, 3]
+    first = next(iter(torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"].values()))
+    assert torch.all(first == 0.25)
+
+
 def test_loader_workers_train_on_the_same_clips_as_the_training_process(tiny_seqs, coco_dir, tmp_path):
     """Clips and flows made ahead by worker processes, the corruption drawn on from each clip's generator in
     the training process: the same weights as making everything in line."""
