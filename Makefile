@@ -91,10 +91,10 @@ train-default: install
 # A GPU session's training (docs/TRAINING.md, "Training on a GPU"): the training data and the inits that
 # configs/gpu-plan.json names packed into .gpudata/packed (about 41 MiB; with the checkout under the 64 MiB a
 # call may carry), and the one wheel the GPU machine lacks into .whl. Then one call of the device tool's `run`
-# with carry [".gpudata/packed", ".whl"] and timeout_s 560:
+# with carry [".gpudata/packed", ".whl"] and timeout_s 580:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site
 #     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 || exit; python3 tools/gpu_session.py
-#     run .gpudata/packed configs/gpu-plan.json --out $OUT --budget 470 --workers 4
+#     run .gpudata/packed configs/gpu-plan.json --out $OUT --budget 490 --calibrate 15 --no-compare-fp32
 # and `python tools/gpu_session.py join DIR NAME --like lite2 --to runs/NAME` here for each model back.
 gpu-pack: install
 	$(VENV)/bin/pip install -q imageio-ffmpeg

@@ -20,9 +20,13 @@ holds the device call to make with it (docs/TRAINING.md, "Training on a GPU").
 
 PLAN.json: {"base": "configs/agss-lite-finetune.json", "experiments": {"NAME": {overrides}, ...}}; an
 override `"init": "@NAME"` names a model packed with --init, `"static_frac": f` sets static_iterations to that
-fraction of the iterations the budget allows. Each experiment first measures its own clips per second for
-`--calibrate` seconds (all of them at once, so the sharing is in the number), then sizes its run to the budget,
-so the poly schedule ends at zero when the time does.
+fraction of the iterations the budget allows, `"workers": N` overrides --workers, and `"replicas": R` trains R
+processes of the experiment side by side, each on its own clips, their weights averaged every `"sync_every"`
+(10) steps (local SGD over a gloo group): one process at one clip per step leaves an H200 mostly idle (4 to 7
+clips/s whether alone or beside two others, float32 or bfloat16; docs/TRAINING.md, experiment R). Each
+experiment first measures its own clips per second for `--calibrate` seconds (all of them at once, so the
+sharing is in the number), then sizes its run to the budget, so the poly schedule ends at zero when the time
+does; past the budget plus `--grace` it stops with the weights it has.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import timedelta
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -193,42 +199,112 @@ def _rate(cfg, data: list[str], scratch: str, seconds: float, workers: int, amp:
     return (b[0] - a[0]) / max(b[1] - a[1], 1e-6)
 
 
+class _Replicas:
+    """The weights of an experiment's replicas kept together: every `every` steps each one's float weights
+    (K tensors flattened into one) are summed over the gloo group and divided by its size (local SGD: each
+    replica takes its own clips, so the average moves like a batch of that many clips per step), and the
+    deadline is decided once for all of them, so that no replica waits at a sum the others never reach.
+    One replica (no group) only checks the deadline. `weights` holds the last averaged weights on the CPU."""
+
+    def __init__(self, world: int, every: int, deadline: float, last: int) -> None:
+        self.world, self.every, self.deadline, self.last = world, every, deadline, last
+        self.weights: dict | None = None
+
+    def __call__(self, it: int, model) -> None:
+        import torch
+        import torch.distributed as dist
+
+        past = time.time() > self.deadline
+        if self.world > 1 and it == 1:  # one start for all, whatever each drew before its first step
+            with torch.no_grad():
+                for v in model.state_dict().values():
+                    dist.broadcast(t := v.detach().cpu(), 0)
+                    v.copy_(t)
+        if self.world > 1 and (it % self.every == 0 or it == self.last):
+            state = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+            flat = torch.cat([v.detach().float().flatten().cpu() for v in state.values()] + [torch.zeros(1)])
+            flat[-1] = float(past)
+            dist.all_reduce(flat)
+            past = bool(flat[-1] > 0)
+            flat /= self.world
+            with torch.no_grad():
+                at = 0
+                for v in state.values():  # (numel,) -> the tensor's own shape
+                    v.copy_(flat[at:at + v.numel()].view_as(v))
+                    at += v.numel()
+        elif self.world > 1:
+            past = False  # decided together at the next average
+        if past or it == self.last:
+            self.weights = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+        if past and it < self.last:
+            raise _Stop(it)
+
+
 def experiment(args: argparse.Namespace) -> None:
     import torch
-    from safetensors.torch import load_file, save_file
+    import torch.distributed as dist
+    from safetensors.torch import save_file
 
     from service.training.loop import TrainConfig, train
 
+    torch.set_num_threads(2)  # replicas and their loader workers share the machine's cores
     plan = json.loads(Path(args.plan).read_text())
     over = dict(plan["experiments"][args.name])
     static_frac = over.pop("static_frac", None)
+    world, every = int(over.pop("replicas", 1)), int(over.pop("sync_every", 10))
+    workers = int(over.pop("workers", args.workers))
     data = Path(args.data)
     if str(over.get("init", "")).startswith("@"):
         over["init"] = str(data / "init" / over["init"][1:])
-    cfg = replace(TrainConfig.from_file(plan["base"]), **over, checkpoint_every=500, val_every=10**9)
+    cfg = replace(TrainConfig.from_file(plan["base"]), **over, checkpoint_every=args.checkpoint_every, val_every=10**9)
+    cfg = replace(cfg, seed=cfg.seed + 1009 * args.rank)  # each replica draws its own clips
     sets = [str(data / "davis")] + ([str(data / "coco")] if (data / "coco").is_dir() else [])
-    scratch = f"/tmp/gpu-session/{args.name}"
-    if args.compare_fp32:
-        r32 = _rate(cfg, sets, scratch + "-cal", args.calibrate, args.workers, "off", args.device)
+    scratch = f"/tmp/gpu-session/{args.name}-{args.rank}"
+    lead = args.rank == 0
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=args.rank,
+                                world_size=world, timeout=timedelta(seconds=120))
+    if args.compare_fp32 and lead:
+        r32 = _rate(cfg, sets, scratch + "-cal", args.calibrate, workers, "off", args.device)
         log(f"{args.name}: float32 {r32:.2f} clips/s")
-    rate = _rate(cfg, sets, scratch + "-cal", args.calibrate, args.workers, "auto", args.device)
+    rate = torch.tensor([_rate(cfg, sets, scratch + "-cal", args.calibrate, workers, "auto", args.device)])
+    if world > 1:  # every replica runs the same schedule, at the pace of the slowest
+        dist.all_reduce(rate, op=dist.ReduceOp.MIN)
     left = T0 + args.budget - time.time() - 15  # the run loads its data again
-    n = max(int(rate * left), 10)
+    n = torch.tensor([max(int(float(rate) * left), 10)])
+    if world > 1:
+        dist.all_reduce(n, op=dist.ReduceOp.MIN)
+    n = int(n)
     cfg = replace(cfg, iterations=n, **({"static_iterations": int(n * static_frac)} if static_frac else {}))
-    log(f"{args.name}: mixed precision {rate:.2f} clips/s -> {n} iterations in {left:.0f} s")
+    if lead:
+        log(f"{args.name}: mixed precision {float(rate):.2f} clips/s per replica x {world} -> {n} iterations "
+            f"in {left:.0f} s")
     started, shown = time.time(), [time.time()]
+    # The rate was measured on the first clips; if later ones are slower, the run stops at the deadline with the
+    # weights it has rather than outlive the machine's call and bring nothing back.
+    hook = _Replicas(world, every, T0 + args.budget + args.grace, n)
 
     def step(it: int, loss: float, iou: float) -> None:
-        if time.time() - shown[0] > 60:
+        if lead and time.time() - shown[0] > 60:
             shown[0] = time.time()
             log(f"{args.name}: {it}/{n} loss {loss:.4f} iou {iou:.3f}")
 
-    final = train(cfg, sets, scratch, device=args.device, resume=False, progress=step, log=lambda m: None,
-                  workers=args.workers)
+    try:
+        train(cfg, sets, scratch, device=args.device, resume=False, progress=step, log=lambda m: None,
+              workers=workers, after_step=hook)
+    except _Stop as stop:
+        if lead:
+            log(f"{args.name}: stopped at the deadline at iteration {stop.args[0]} of {n}")
+        n = stop.args[0]
     took = time.time() - started
+    if world > 1:
+        dist.destroy_process_group()
+    if not lead:
+        return
     peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else 0.0
-    log(f"{args.name}: {n} iterations in {took:.0f} s ({n / took:.2f} clips/s), peak GPU memory {peak:.2f} GiB")
-    w = load_file(str(Path(final) / WEIGHTS_FILE))
+    log(f"{args.name}: {n} iterations x {world} replicas in {took:.0f} s ({n * world / took:.2f} clips/s), "
+        f"peak GPU memory {peak:.2f} GiB per replica")
+    w = hook.weights
     keys, total, acc, half = sorted(w), sum(v.numel() * v.element_size() for v in w.values()), 0, 0
     for half, k in enumerate(keys):  # noqa: B007 - the split point is what the loop leaves
         acc += w[k].numel() * w[k].element_size()
@@ -237,7 +313,8 @@ def experiment(args: argparse.Namespace) -> None:
     out = Path(args.out)
     save_file({k: w[k] for k in keys[:half]}, str(out / f"{args.name}_a.safetensors"))
     save_file({k: w[k] for k in keys[half:]}, str(out / f"{args.name}_b.safetensors"))
-    print(json.dumps({"experiment": args.name, "config": {k: v for k, v in vars(cfg).items() if k != "model"}}))
+    print(json.dumps({"experiment": args.name, "replicas": world,
+                      "config": {k: v for k, v in vars(cfg).items() if k != "model"}}))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -247,13 +324,22 @@ def run(args: argparse.Namespace) -> None:
     plan = json.loads(Path(args.plan).read_text())
     env = dict(os.environ, GPU_SESSION_T0=str(T0))
     procs = {}
-    for i, name in enumerate(plan["experiments"]):
+    for i, (name, over) in enumerate(plan["experiments"].items()):
         cmd = [sys.executable, __file__, "experiment", args.plan, name, "--data", str(data), "--out", args.out,
                "--budget", str(args.budget), "--workers", str(args.workers), "--calibrate", str(args.calibrate),
-               "--device", args.device]
-        procs[name] = subprocess.Popen(cmd + (["--compare-fp32"] if i == 0 else []), env=env)
+               "--grace", str(args.grace), "--checkpoint-every", str(args.checkpoint_every),
+               "--device", args.device, "--port", str(_free_port())]
+        for rank in range(int(over.get("replicas", 1))):
+            fp32 = ["--compare-fp32"] if i == 0 and args.compare_fp32 else []
+            procs[f"{name}[{rank}]"] = subprocess.Popen(cmd + ["--rank", str(rank)] + fp32, env=env)
     for name, p in procs.items():
         log(f"{name}: exit {p.wait()}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def join(args: argparse.Namespace) -> None:
@@ -282,15 +368,22 @@ def main() -> None:
         r = sub.add_parser(name)
         if name == "run":
             r.add_argument("dir")
+            r.add_argument("--no-compare-fp32", dest="compare_fp32", action="store_false",
+                           help="skip the first experiment's float32 rate (a calibration's seconds of its budget)")
         r.add_argument("plan")
         if name == "experiment":
             r.add_argument("name")
             r.add_argument("--data", required=True)
             r.add_argument("--compare-fp32", action="store_true")
+            r.add_argument("--rank", type=int, default=0, help="this replica's place in the experiment's group")
+            r.add_argument("--port", type=int, default=0, help="the port of the group's gloo rendezvous")
         r.add_argument("--out", required=True)
         r.add_argument("--budget", type=float, required=True, help="seconds from now by which training ends")
         r.add_argument("--workers", type=int, default=3)
         r.add_argument("--calibrate", type=float, default=25.0)
+        r.add_argument("--checkpoint-every", type=int, default=500)
+        r.add_argument("--grace", type=float, default=30.0,
+                       help="seconds past the budget after which a run stops with its last checkpoint")
         r.add_argument("--device", default="cuda", help="cuda (cpu: to try the script here)")
         r.set_defaults(func=func)
     j = sub.add_parser("join")
