@@ -256,7 +256,8 @@ def experiment(args: argparse.Namespace) -> None:
     data = Path(args.data)
     if str(over.get("init", "")).startswith("@"):
         over["init"] = str(data / "init" / over["init"][1:])
-    cfg = replace(TrainConfig.from_file(plan["base"]), **over, checkpoint_every=args.checkpoint_every, val_every=10**9)
+    # No checkpoints: the weights come back through the hook, at the last step or at the deadline.
+    cfg = replace(TrainConfig.from_file(plan["base"]), **over, checkpoint_every=10**9, val_every=10**9)
     cfg = replace(cfg, seed=cfg.seed + 1009 * args.rank)  # each replica draws its own clips
     sets = [str(data / "davis")] + ([str(data / "coco")] if (data / "coco").is_dir() else [])
     scratch = f"/tmp/gpu-session/{args.name}-{args.rank}"
@@ -267,17 +268,15 @@ def experiment(args: argparse.Namespace) -> None:
     if args.compare_fp32 and lead:
         r32 = _rate(cfg, sets, scratch + "-cal", args.calibrate, workers, "off", args.device)
         log(f"{args.name}: float32 {r32:.2f} clips/s")
-    rate = torch.tensor([_rate(cfg, sets, scratch + "-cal", args.calibrate, workers, "auto", args.device)])
-    if world > 1:  # every replica runs the same schedule, at the pace of the slowest
-        dist.all_reduce(rate, op=dist.ReduceOp.MIN)
+    rate = _rate(cfg, sets, scratch + "-cal", args.calibrate, workers, "auto", args.device)
     left = T0 + args.budget - time.time() - 15  # the run loads its data again
-    n = torch.tensor([max(int(float(rate) * left), 10)])
-    if world > 1:
+    n = torch.tensor([max(int(rate * left), 10)])
+    if world > 1:  # every replica runs the same schedule, at the pace of the slowest
         dist.all_reduce(n, op=dist.ReduceOp.MIN)
     n = int(n)
     cfg = replace(cfg, iterations=n, **({"static_iterations": int(n * static_frac)} if static_frac else {}))
     if lead:
-        log(f"{args.name}: mixed precision {float(rate):.2f} clips/s per replica x {world} -> {n} iterations "
+        log(f"{args.name}: mixed precision {rate:.2f} clips/s (replica 0 of {world}) -> {n} iterations "
             f"in {left:.0f} s")
     started, shown = time.time(), [time.time()]
     # The rate was measured on the first clips; if later ones are slower, the run stops at the deadline with the
@@ -327,10 +326,9 @@ def run(args: argparse.Namespace) -> None:
     for i, (name, over) in enumerate(plan["experiments"].items()):
         cmd = [sys.executable, __file__, "experiment", args.plan, name, "--data", str(data), "--out", args.out,
                "--budget", str(args.budget), "--workers", str(args.workers), "--calibrate", str(args.calibrate),
-               "--grace", str(args.grace), "--checkpoint-every", str(args.checkpoint_every),
-               "--device", args.device, "--port", str(_free_port())]
+               "--grace", str(args.grace), "--device", args.device, "--port", str(_free_port())]
+        fp32 = ["--compare-fp32"] if i == 0 and args.compare_fp32 else []
         for rank in range(int(over.get("replicas", 1))):
-            fp32 = ["--compare-fp32"] if i == 0 and args.compare_fp32 else []
             procs[f"{name}[{rank}]"] = subprocess.Popen(cmd + ["--rank", str(rank)] + fp32, env=env)
     for name, p in procs.items():
         log(f"{name}: exit {p.wait()}")
@@ -381,9 +379,8 @@ def main() -> None:
         r.add_argument("--budget", type=float, required=True, help="seconds from now by which training ends")
         r.add_argument("--workers", type=int, default=3)
         r.add_argument("--calibrate", type=float, default=25.0)
-        r.add_argument("--checkpoint-every", type=int, default=500)
         r.add_argument("--grace", type=float, default=30.0,
-                       help="seconds past the budget after which a run stops with its last checkpoint")
+                       help="seconds past the budget after which a run stops with the weights it has")
         r.add_argument("--device", default="cuda", help="cuda (cpu: to try the script here)")
         r.set_defaults(func=func)
     j = sub.add_parser("join")
