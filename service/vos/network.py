@@ -300,7 +300,9 @@ class Decoder(nn.Module):
         m2 = self.RF2(r2, m3 * atn)
         logits = self.pred2(F.relu(m2))
         logits = F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
-        return F.softmax(logits, dim=1)[:, 1]
+        # In float32 whatever the autocast: CPU autocast leaves softmax in bfloat16, whose 1 - 2^-9 rounds
+        # saturated pixels to exactly 1, and normalize_objects' odds p / (1 - p) then divide by zero (NaN).
+        return F.softmax(logits, dim=1, dtype=torch.float32)[:, 1]
 
 
 def other_objects(masks: torch.Tensor) -> torch.Tensor:

@@ -177,3 +177,20 @@ def test_inputs_in_chunks_give_the_same_numbers(monkeypatch, inputs):
         monkeypatch.setattr(network, "OBJECT_CHUNK", {"cpu": 100})
         whole = model.object_probs(image, masks, ref)
     assert torch.allclose(chunked, whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_saturated_predictions_stay_finite_under_bfloat16_autocast(training):
+    """CPU autocast leaves softmax in bfloat16, where a confident pixel rounds to exactly 1 and the odds of
+    the normalisation across objects divide by zero: every step of a `--amp bf16` run on the CPU was NaN."""
+    torch.manual_seed(2)
+    model = build_model(AGSSConfig("efficientnet_lite0", 16, 64)).train(training)
+    with torch.no_grad():
+        model.Decoder.pred2.bias.copy_(torch.tensor([-30.0, 30.0]))  # every pixel certain: foreground
+    image = torch.randn(1, 3, 64, 96)
+    masks = torch.zeros(2, 64, 96)
+    masks[0, 8:30, 10:40], masks[1, 30:60, 50:90] = 1, 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        probs = model(image, masks, model.encode_reference(image, masks))
+    assert probs.dtype == torch.float32 and torch.isfinite(probs).all()
+    assert torch.allclose(probs.sum(0), torch.ones(64, 96), atol=1e-3)  # two certain objects share each pixel
