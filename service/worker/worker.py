@@ -40,6 +40,9 @@ class Worker:
         self._models: dict[str, SegmentationModel] = {}
         self._current: Claim | None = None
         self._abort_reason: str | None = None
+        # The heartbeat thread renews the claim it read; by the time the answer comes that run may have ended
+        # and another begun. The lock keeps a stale answer from stopping the next run.
+        self._claim_lock = threading.Lock()
         self._jobs_done = 0
         # Loaded before anything is claimed: a worker that cannot load its model takes no job.
         self.model_for(settings.model)
@@ -127,11 +130,17 @@ class Worker:
                 if claim is not None:
                     out = self.queue.renew(claim)
                     if not out.ok:
-                        self._abort_reason = out.kind  # lost, missing
+                        self._abort(claim, out.kind)  # lost, missing
                     elif out.status.ended:
-                        self._abort_reason = out.status.value  # cancelled
+                        self._abort(claim, out.status.value)  # cancelled
             except Exception:  # noqa: BLE001 - a missed beat must not kill the thread
                 log.warning("heartbeat failed", exc_info=True, extra={"worker_id": self.id})
+
+    def _abort(self, claim: Claim, reason: str) -> None:
+        """Tell the run of `claim` to stop with `reason`, if that run is still the current one."""
+        with self._claim_lock:
+            if self._current is claim:
+                self._abort_reason = reason
 
     # -- one job or session ----------------------------------------------------------------------------
     def process(self, claim: Claim) -> None:
@@ -146,7 +155,8 @@ class Worker:
         if not started.ok:  # ended, expired, or parked until its key has a free running slot
             log.info("not started: %s", started, extra=ctx)
             return
-        self._current, self._abort_reason = claim, None
+        with self._claim_lock:
+            self._current, self._abort_reason = claim, None
         run = Run(claim, self.queue, self.settings, self.stop, self.model_for, lambda: self._abort_reason)
         t0 = time.monotonic()
         try:
@@ -190,4 +200,5 @@ class Worker:
             self.queue.delete_inputs(claim.job_id)
             log.warning("job failed: %s", msg, extra={**ctx, "status": "failed", "code": code})
         finally:
-            self._current = None
+            with self._claim_lock:
+                self._current = None

@@ -584,3 +584,24 @@ def test_a_live_session_is_run_in_process_until_the_client_ends_it(env, caplog):
     assert [f["index"] for f in out] == [0, 1, 2]
     assert all(np.array_equal(_labels(f), MASK3 * 3) for f in out)
     assert w._jobs_done == 1 and _log(caplog, "session succeeded").job_id == session.id
+
+
+def test_a_late_answer_of_the_heartbeat_about_an_ended_run_does_not_stop_the_next(env):
+    """The beat reads the current claim, then renews it; if that run ends and the next begins meanwhile, the
+    answer about the first (its entry is gone: lost) must not stop the second."""
+    settings, r, k, tmp = env
+    for _ in range(2):
+        _submit(settings, tmp, n=3)
+    w = Worker(settings, worker_id="w1")
+    w.queue.ensure_group()
+    first = w.queue.claim(block_ms=100)
+    w.process(first)
+    second = w.queue.claim(block_ms=100)
+    assert _job(settings, first.job_id).status == JobStatus.SUCCEEDED and second.job_id != first.job_id
+    w._current = second  # as process() sets it when the second run starts
+    late = w.queue.renew(first)
+    assert not late.ok and late.kind == "lost"
+    w._abort(first, late.kind)
+    assert w._abort_reason is None
+    w._abort(second, "cancelled")
+    assert w._abort_reason == "cancelled"
