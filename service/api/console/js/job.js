@@ -644,10 +644,13 @@ export class JobView {
     saveBlob(new Blob([JSON.stringify(doc)], { type: 'application/json' }), `${this.job.id}-rle.json`);
   }
 
-  /** The overlay video, rendered here (MediaRecorder, WebM): the service deletes the video once a job ends. */
+  /** The overlay video, rendered here as WebM: the service deletes the video once a job ends. Encoded frame by
+   * frame with WebCodecs (muxed by Mediabunny, js/vendor), so every frame is in it however busy the machine is.
+   * A browser without a VP9/VP8 encoder falls back to MediaRecorder, which records in real time and drops
+   * frames when the CPU cannot keep up; the note says how many frames that file should have. */
   async downloadVideo() {
     const n = this.done;
-    if (!n || typeof MediaRecorder === 'undefined') return;
+    if (!n || (typeof VideoEncoder === 'undefined' && typeof MediaRecorder === 'undefined')) return;
     const note = $('#dl-note', this.root);
     const btn = $('#dl-video', this.root);
     btn.disabled = true;
@@ -657,42 +660,38 @@ export class JobView {
     const canvas = el('canvas', { width: w, height: h });
     const ctx = canvas.getContext('2d');
     const masks = new OffscreenCanvas(this.stage.w, this.stage.h);
-    const stream = canvas.captureStream(0);
-    const track = stream.getVideoTracks()[0];
-    const mime = ['video/webm;codecs=vp8', 'video/webm;codecs=vp9', 'video/webm'].find((m) => MediaRecorder.isTypeSupported(m));
-    const rec = new MediaRecorder(stream, { mimeType: mime, videoBitsPerSecond: 6e6 });
-    const chunks = [];
-    rec.ondataavailable = (ev) => { if (ev.data.size) chunks.push(ev.data); };
-    const stopped = new Promise((resolve) => { rec.onstop = resolve; });
-    rec.start(1000);
-    const fps = this.source.fps;
-    const t0 = performance.now();
+    const draw = async (i) => {
+      ctx.drawImage(await this.source.bitmap(i), 0, 0, w, h);
+      paintFrame(masks.getContext('2d'), this.frames[i], this.stage.w, this.stage.h, (id) => this.objects.get(id)?.visible !== false);
+      ctx.drawImage(masks, 0, 0, w, h);
+      ctx.font = `${Math.round(14 * Math.max(1, w / 854))}px system-ui, sans-serif`;
+      ctx.fillStyle = 'rgba(0, 0, 0, 0.6)';
+      ctx.fillRect(6, 6, 90, 22);
+      ctx.fillStyle = '#fff';
+      ctx.fillText(`frame ${i}`, 12, 22);
+      note.textContent = `rendering the overlay video: frame ${i + 1} of ${n}`;
+    };
+    let blob = null;
+    let exact = true;
+    let failed = false;
     try {
-      for (let i = 0; i < n; i += 1) {
-        const bmp = await this.source.bitmap(i);
-        ctx.drawImage(bmp, 0, 0, w, h);
-        paintFrame(masks.getContext('2d'), this.frames[i], this.stage.w, this.stage.h, (id) => this.objects.get(id)?.visible !== false);
-        ctx.drawImage(masks, 0, 0, w, h);
-        ctx.font = `${Math.round(14 * Math.max(1, w / 854))}px system-ui, sans-serif`;
-        ctx.fillStyle = 'rgba(0, 0, 0, 0.6)';
-        ctx.fillRect(6, 6, 90, 22);
-        ctx.fillStyle = '#fff';
-        ctx.fillText(`frame ${i}`, 12, 22);
-        track.requestFrame();
-        note.textContent = `rendering the overlay video: frame ${i + 1} of ${n}`;
-        const wait = t0 + ((i + 1) * 1000) / fps - performance.now(); // real time: the recorder stamps frames as they come
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      blob = await encodeFrames(canvas, draw, n, this.source.fps);
+      if (!blob && typeof MediaRecorder !== 'undefined') {
+        exact = false;
+        blob = await recordFrames(canvas, draw, n, this.source.fps);
       }
     } catch (e) {
+      failed = true;
       showError(e, 'Overlay video');
     } finally {
-      rec.stop();
-      await stopped;
-      track.stop();
       btn.disabled = false;
     }
-    const blob = new Blob(chunks, { type: 'video/webm' });
-    note.textContent = `overlay video: ${n} frames, ${(blob.size / 1e6).toFixed(1)} MB (WebM, rendered in this browser)`;
+    if (!blob) {
+      note.textContent = failed ? '' : 'this browser cannot encode video (no VP9 or VP8 encoder)';
+      return;
+    }
+    note.textContent = `overlay video: ${n} frames, ${(blob.size / 1e6).toFixed(1)} MB (WebM, rendered in this browser)`
+      + (exact ? '' : '; recorded in real time, so frames may be missing where the browser was busy');
     saveBlob(blob, `${this.job.id}-overlay.webm`);
   }
 
@@ -753,7 +752,7 @@ export class JobView {
     const hasFrames = this.done > 0;
     $('#dl-zip', r).disabled = !(this.job && this.job.status === 'succeeded');
     $('#dl-json', r).disabled = !hasFrames;
-    $('#dl-video', r).disabled = !hasFrames || typeof MediaRecorder === 'undefined';
+    $('#dl-video', r).disabled = !hasFrames || (typeof VideoEncoder === 'undefined' && typeof MediaRecorder === 'undefined');
     const n = this.pending().length;
     $('#job-pending', r).textContent = n ? `${n} prompt${n > 1 ? 's' : ''} not sent yet` : '';
     this.updatePlayer();
@@ -888,4 +887,59 @@ function maskCanvas(mask, w, h) {
   }
   ctx.putImageData(img, 0, 0);
   return c;
+}
+
+/** n frames drawn by `draw(i)` on `canvas`, encoded one by one with WebCodecs into a WebM Blob; null when the
+ * browser has no VP9 or VP8 encoder for this size. The muxer is loaded only here (it is most of the page's weight). */
+async function encodeFrames(canvas, draw, n, fps) {
+  if (typeof VideoEncoder === 'undefined') return null;
+  const mb = await import('./vendor/mediabunny.min.mjs');
+  const bitrate = 6e6;
+  let codec = null;
+  for (const c of ['vp9', 'vp8']) {
+    if (await mb.canEncodeVideo(c, { width: canvas.width, height: canvas.height, bitrate })) { codec = c; break; }
+  }
+  if (!codec) return null;
+  const output = new mb.Output({ format: new mb.WebMOutputFormat(), target: new mb.BufferTarget() });
+  const source = new mb.CanvasSource(canvas, { codec, bitrate });
+  output.addVideoTrack(source, { frameRate: fps });
+  await output.start();
+  try {
+    for (let i = 0; i < n; i += 1) {
+      await draw(i);
+      await source.add(i / fps, 1 / fps); // waits while the encoder is behind: no frame is dropped
+    }
+    await output.finalize();
+  } catch (e) {
+    await output.cancel();
+    throw e;
+  }
+  return new Blob([output.target.buffer], { type: 'video/webm' });
+}
+
+/** The fallback: n frames drawn by `draw(i)`, recorded in real time with MediaRecorder (it stamps frames as they
+ * come, so they are paced at fps, and it drops those it cannot encode in time). */
+async function recordFrames(canvas, draw, n, fps) {
+  const stream = canvas.captureStream(0);
+  const track = stream.getVideoTracks()[0];
+  const mime = ['video/webm;codecs=vp8', 'video/webm;codecs=vp9', 'video/webm'].find((m) => MediaRecorder.isTypeSupported(m));
+  const rec = new MediaRecorder(stream, { mimeType: mime, videoBitsPerSecond: 6e6 });
+  const chunks = [];
+  rec.ondataavailable = (ev) => { if (ev.data.size) chunks.push(ev.data); };
+  const stopped = new Promise((resolve) => { rec.onstop = resolve; });
+  rec.start(1000);
+  const t0 = performance.now();
+  try {
+    for (let i = 0; i < n; i += 1) {
+      await draw(i);
+      track.requestFrame();
+      const wait = t0 + ((i + 1) * 1000) / fps - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+  } finally {
+    rec.stop();
+    await stopped;
+    track.stop();
+  }
+  return new Blob(chunks, { type: 'video/webm' });
 }
