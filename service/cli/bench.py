@@ -12,10 +12,10 @@ from .common import CLIError, device, positive_int_list
 
 def backend_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
-    bad = [n for n in names if n not in BACKEND_NAMES]
+    bad = [n for n in names if n not in ("auto", *BACKEND_NAMES)]
     if not names or bad:
-        raise argparse.ArgumentTypeError(f"expected backends among {', '.join(BACKEND_NAMES)} separated by commas, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected backends among auto, {', '.join(BACKEND_NAMES)} separated by "
+                                         f"commas, got {text!r}")
     return list(dict.fromkeys(names))
 
 
@@ -45,9 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the tracker's occlusion handling (a second flow per frame); both: every model timed "
                          "with it off, then on, interleaved (default: on)")
     bt.add_argument("--device", default="cpu")
-    bt.add_argument("--backend", type=backend_list, default=["torch"],
+    bt.add_argument("--backend", type=backend_list, default=["auto"],
                     help=f"inference backends to time in the same run, interleaved, e.g. torch,onnxruntime "
-                         f"(of {', '.join(BACKEND_NAMES)}; default: torch); ratios are against the first")
+                         f"(of auto, {', '.join(BACKEND_NAMES)}; default: auto, the one a worker on this device "
+                         f"runs by default); ratios are against the first")
     bt.set_defaults(func=tracker)
 
     bs = bsub.add_parser("service", help="frames per second through the whole service vs the tracker alone")
@@ -116,16 +117,21 @@ def tracker(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench.tracker import bench_backends
-    from ..vos.backends import wrap
+    from ..vos.backends import default_backend, wrap
 
+    dev = device(args.device)
+    if "auto" in args.backend:  # what the service runs (Settings.backend defaults to auto)
+        print(f"backend auto: {default_backend(dev)} (what a worker on {dev.type} runs unless AGSS_BACKEND says "
+              f"otherwise)")
+    backends = list(dict.fromkeys(default_backend(dev) if b == "auto" else b for b in args.backend))
     names = list(dict.fromkeys(n.strip() for n in (args.model or DEFAULT_MODEL).split(",") if n.strip()))
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.occlusions]
     models, occlusions = {}, {}
     for name in names:
-        net = _bench_model(name, device(args.device))
-        for b in args.backend:
+        net = _bench_model(name, dev)
+        for b in backends:
             t0 = time.perf_counter()
-            label = name if len(args.backend) == 1 else f"{name} [{b}]"
+            label = name if len(backends) == 1 else f"{name} [{b}]"
             compiled = wrap(net, b)
             if b != "torch":
                 print(f"{label}: ready in {time.perf_counter() - t0:.1f} s")

@@ -152,8 +152,22 @@ def test_bench_service_runs_both_paths(seq, small_model_dir):
 
 
 def test_bench_tracker(small_model_dir):
+    """By default it times the backend a worker runs (Settings.backend auto), and says which."""
+    from service.vos.backends import default_backend
+
     p = agss("bench", "tracker", "--model", small_model_dir, "--objects", "2", "--frames", "2")
-    assert "2 objects" in p.stdout and "s/frame" in p.stdout
+    assert f"backend auto: {default_backend('cpu')} (what a worker on cpu runs" in p.stdout
+    assert f"{small_model_dir}: 2 objects" in p.stdout and "s/frame" in p.stdout
+
+
+def test_bench_tracker_times_auto_and_torch_in_one_run(small_model_dir):
+    from service.vos.backends import default_backend
+
+    p = agss("bench", "tracker", "--model", small_model_dir, "--objects", "1", "--frames", "2", "--long-side", "128",
+             "--backend", "torch,auto")
+    auto = default_backend("cpu")
+    assert f"{small_model_dir} [torch]: 1 objects" in p.stdout and f"{small_model_dir} [{auto}]: 1 objects" in p.stdout
+    assert f"1 objects: {small_model_dir} [{auto}]" in p.stdout and "labels differ" in p.stdout
 
 
 def test_bench_tracker_times_occlusion_handling_off_and_on_in_one_run(small_model_dir):
