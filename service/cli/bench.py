@@ -117,13 +117,13 @@ def tracker(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench.tracker import bench_backends
-    from ..vos.backends import default_backend, wrap
+    from ..vos.backends import resolve_backend, wrap
 
     dev = device(args.device)
     if "auto" in args.backend:  # what the service runs (Settings.backend defaults to auto)
-        print(f"backend auto: {default_backend(dev)} (what a worker on {dev.type} runs unless AGSS_BACKEND says "
-              f"otherwise)")
-    backends = list(dict.fromkeys(default_backend(dev) if b == "auto" else b for b in args.backend))
+        print(f"backend auto: {resolve_backend('auto', dev)} (what a worker on {dev.type} runs unless "
+              f"AGSS_BACKEND says otherwise)")
+    backends = list(dict.fromkeys(resolve_backend(b, dev) for b in args.backend))
     names = list(dict.fromkeys(n.strip() for n in (args.model or DEFAULT_MODEL).split(",") if n.strip()))
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.occlusions]
     models, occlusions = {}, {}

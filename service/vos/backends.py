@@ -37,7 +37,8 @@ _MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> 
 # worker sees a few, so a small bound keeps memory flat without recompiling in steady state.
 MAX_COMPILED = 8
 
-__all__ = ["BACKEND_NAMES", "PREFERENCE", "CompiledModel", "available_backends", "default_backend", "wrap"]
+__all__ = ["BACKEND_NAMES", "PREFERENCE", "CompiledModel", "available_backends", "default_backend", "resolve_backend",
+           "wrap"]
 
 
 def installed(backend: str) -> bool:
@@ -57,6 +58,11 @@ def default_backend(device: str | torch.device = "cpu") -> str:
     if torch.device(device).type != "cpu":
         return "torch"
     return available_backends()[0]
+
+
+def resolve_backend(name: str, device: str | torch.device = "cpu") -> str:
+    """A backend name as asked for ("auto" included: Settings.backend's default) -> the backend that runs."""
+    return default_backend(device) if name == "auto" else name
 
 
 def wrap(model: SegmentationModel, backend: str, threads: int | None = None) -> SegmentationModel:

@@ -63,10 +63,10 @@ def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cp
     if str(path_or_name) == FLOW_ONLY and not Path(FLOW_ONLY).exists():
         return FlowOnlyModel().to(device).eval()
     if backend != "torch":
-        from .backends import default_backend, wrap
+        from .backends import resolve_backend, wrap
 
         model = load_model(path_or_name, device, models_dir)
-        return wrap(model, default_backend(device) if backend == "auto" else backend)
+        return wrap(model, resolve_backend(backend, device))
     path = resolve_model(path_or_name, models_dir)
     if path.is_dir():
         cfg, state = _read_folder(path)

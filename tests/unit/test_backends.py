@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from service.vos import options
-from service.vos.backends import PREFERENCE, available_backends, default_backend, installed, wrap
+from service.vos.backends import PREFERENCE, available_backends, default_backend, installed, resolve_backend, wrap
 from service.vos.checkpoint import load_model
 from service.vos.errors import BackendError
 from service.vos.network import normalize_objects
@@ -151,6 +151,8 @@ def test_default_backend_is_the_fastest_installed():
     # Both compiled runtimes are dependencies, so the default here is the first preference.
     assert default_backend() == PREFERENCE[0] != "torch"
     assert default_backend("cuda") == "torch"
+    assert resolve_backend("auto") == PREFERENCE[0] and resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("onnxruntime", "cuda") == "onnxruntime"  # named: as asked (wrap refuses it there)
 
 
 def test_bench_times_backends_interleaved_with_stages(small_model_dir):
