@@ -8,6 +8,7 @@ import math
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -44,7 +45,11 @@ def _replica(rank: int, port: int, late_rank: int, out) -> None:
             events.append((it, model.weight.detach().clone()))
     except gs._Stop as stop:
         events.append(("stop", stop.args[0]))
-    out.put((rank, events, None if hook.weights is None else hook.weights["weight"]))
+    # Numpy copies, not tensors: a tensor crosses a torch queue as a file descriptor that the receiver fetches
+    # from this process, which may have exited by then (FileNotFoundError on the listener socket in CI).
+    events = [(k, v.numpy().copy() if isinstance(v, torch.Tensor) else v) for k, v in events]
+    weights = None if hook.weights is None else hook.weights["weight"].numpy().copy()
+    out.put((rank, events, weights))
     dist.destroy_process_group()
 
 
@@ -52,6 +57,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _tensor(value):
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
 
 
 def _run(late_rank: int) -> dict:
@@ -62,7 +71,8 @@ def _run(late_rank: int) -> dict:
     for p in procs:
         p.start()
     try:
-        results = {r: (ev, w) for r, ev, w in (out.get(timeout=120) for _ in procs)}
+        got = [out.get(timeout=120) for _ in procs]
+        results = {r: ([(k, _tensor(v)) for k, v in ev], _tensor(w)) for r, ev, w in got}
     finally:
         for p in procs:
             p.join(30)
