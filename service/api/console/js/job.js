@@ -11,6 +11,9 @@ import {
 } from './ui.js';
 
 const ENDED = new Set(['succeeded', 'failed', 'cancelled']);
+// The overlay video needs WebCodecs (frame by frame) or at least MediaRecorder (the real-time fallback).
+const CAN_MAKE_VIDEO = typeof VideoEncoder !== 'undefined' || typeof MediaRecorder !== 'undefined';
+const VIDEO_BITRATE = 6e6;
 const TOOLS = { b: 'box', p: 'pos', n: 'neg', d: 'paint', e: 'erase' };
 
 function uuid() {
@@ -650,7 +653,7 @@ export class JobView {
    * frames when the CPU cannot keep up; the note says how many frames that file should have. */
   async downloadVideo() {
     const n = this.done;
-    if (!n || (typeof VideoEncoder === 'undefined' && typeof MediaRecorder === 'undefined')) return;
+    if (!n || !CAN_MAKE_VIDEO) return;
     const note = $('#dl-note', this.root);
     const btn = $('#dl-video', this.root);
     btn.disabled = true;
@@ -752,7 +755,7 @@ export class JobView {
     const hasFrames = this.done > 0;
     $('#dl-zip', r).disabled = !(this.job && this.job.status === 'succeeded');
     $('#dl-json', r).disabled = !hasFrames;
-    $('#dl-video', r).disabled = !hasFrames || (typeof VideoEncoder === 'undefined' && typeof MediaRecorder === 'undefined');
+    $('#dl-video', r).disabled = !hasFrames || !CAN_MAKE_VIDEO;
     const n = this.pending().length;
     $('#job-pending', r).textContent = n ? `${n} prompt${n > 1 ? 's' : ''} not sent yet` : '';
     this.updatePlayer();
@@ -894,7 +897,7 @@ function maskCanvas(mask, w, h) {
 async function encodeFrames(canvas, draw, n, fps) {
   if (typeof VideoEncoder === 'undefined') return null;
   const mb = await import('./vendor/mediabunny.min.mjs');
-  const bitrate = 6e6;
+  const bitrate = VIDEO_BITRATE;
   let codec = null;
   for (const c of ['vp9', 'vp8']) {
     if (await mb.canEncodeVideo(c, { width: canvas.width, height: canvas.height, bitrate })) { codec = c; break; }
@@ -923,7 +926,7 @@ async function recordFrames(canvas, draw, n, fps) {
   const stream = canvas.captureStream(0);
   const track = stream.getVideoTracks()[0];
   const mime = ['video/webm;codecs=vp8', 'video/webm;codecs=vp9', 'video/webm'].find((m) => MediaRecorder.isTypeSupported(m));
-  const rec = new MediaRecorder(stream, { mimeType: mime, videoBitsPerSecond: 6e6 });
+  const rec = new MediaRecorder(stream, { mimeType: mime, videoBitsPerSecond: VIDEO_BITRATE });
   const chunks = [];
   rec.ondataavailable = (ev) => { if (ev.data.size) chunks.push(ev.data); };
   const stopped = new Promise((resolve) => { rec.onstop = resolve; });
